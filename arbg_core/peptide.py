@@ -9,6 +9,7 @@ a contiguous block of atoms (and of tokens, 3 per atom).
 from __future__ import annotations
 
 import io
+import random
 import re
 from dataclasses import dataclass
 
@@ -199,6 +200,7 @@ def _heavy_atom_pdb(seq: str, termini: str) -> str:
 def build(sequence: str, termini: str = "zwitterionic", minimize: bool = True) -> Peptide:
     """Build an all-atom peptide (pH 7 hydrogens) and minimize it under the default preset."""
     import mdtraj as md
+    import openmm
     import openmm.app as app
     from pdbfixer import PDBFixer
 
@@ -212,7 +214,14 @@ def build(sequence: str, termini: str = "zwitterionic", minimize: bool = True) -
 
     ff = forcefield(PRESETS["amber99sbildn-obc"])
     modeller = app.Modeller(fixer.topology, fixer.positions)
-    variants = modeller.addHydrogens(ff, pH=7.0)
+    # Modeller places new hydrogens at random before relaxing them: seed it, so a sequence
+    # always gives the same structure (and MD seeds mean the same thing everywhere).
+    saved = random.getstate()
+    random.seed(0)
+    try:
+        variants = modeller.addHydrogens(ff, pH=7.0, platform=openmm.Platform.getPlatformByName("Reference"))
+    finally:
+        random.setstate(saved)
     his_states = tuple(v for v in variants if v in ("HID", "HIE", "HIP"))
     xyz = np.array(modeller.positions.value_in_unit(modeller.positions.unit), dtype=np.float64)
     xyz = xyz * (0.1 if str(modeller.positions.unit) == "angstrom" else 1.0)
