@@ -2,6 +2,173 @@
 
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
+
+UsageError = Exception  # replaced by cli.UsageError in add_commands
+
+
+def _tqdm_progress(total, desc, unit="it"):
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
+
+    def progress(done, total_, info=None):
+        bar.n = done
+        if info:
+            bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v)
+                             for k, v in info.items() if v is not None})
+        bar.refresh()
+
+    return bar, progress
+
+
+def _load_data(args):
+    from . import data as data_mod
+    from .peptide import identify
+
+    sources = list(args.data)
+    if len(sources) == 1 and sources[0].endswith(".npz"):
+        return data_mod.FrameData.load(sources[0])
+    for s in sources:
+        if not Path(s).exists():
+            raise UsageError(f"--data {s}: no such file or folder")
+    fd = data_mod.prepare(sources, top=args.top, stride=args.stride)
+    seq, termini = identify(fd.topology)
+    fd.meta["system"] = {"sequence": seq, "termini": termini, "preset": args.preset}
+    return fd
+
+
+def cmd_train(args):
+    from .model import ArBG, ModelConfig
+    from .train import TrainConfig, train
+
+    if args.dry_run:
+        for name in ("tiny", "small", "base", "large"):
+            cfg = ModelConfig.preset(name)
+            n = ArBG(cfg).num_params() if name != "large" else _count_large(cfg)
+            print(f"{name:6s} {n / 1e6:8.2f}M parameters  (d={cfg.d_model}, layers={cfg.n_layers}, "
+                  f"heads={cfg.n_heads}, bins={cfg.n_bins})")
+        return
+    if args.transferable:
+        raise UsageError("--transferable: the sequence-conditioned corpus trainer is not in this "
+                         "release yet; train a per-system model without it")
+    if not args.data or not args.out:
+        raise UsageError("train needs --data and --out (or --dry-run)")
+    data = _load_data(args)
+    if args.save_data:
+        data.save(args.save_data)
+    cfg = TrainConfig(size=args.size, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                      optimizer=args.optimizer, seed=args.seed, n_bins=args.bins,
+                      val_every=args.val_every, save_every=args.val_every)
+    bar, progress = _tqdm_progress(args.steps, "train", "step")
+    try:
+        summary = train(data, args.out, cfg, resume=args.resume, device=args.device, progress=progress)
+    finally:
+        bar.close()
+    print(f"best val NLL {summary['best_val_nll']:.4f} nats/coord, "
+          f"{summary['tokens_per_s']:.0f} tokens/s on {summary['device']} -> {args.out}")
+
+
+def _count_large(cfg):
+    import torch
+
+    from .model import ArBG
+
+    with torch.device("meta"):
+        return ArBG(cfg).num_params()
+
+
+def load_model(name_or_path, device="cpu"):
+    from . import checkpoint
+
+    try:
+        return checkpoint.load(checkpoint.resolve(name_or_path), device=device)
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(str(e)) from None
+
+
+def system_for(loaded, sequence=None, termini=None):
+    """The peptide a model samples: its own system, or a requested sequence it supports."""
+    from . import peptide
+
+    own = loaded.config.get("system")
+    if sequence is None:
+        if own is None:
+            raise UsageError("this model is transferable: give --sequence")
+        sequence, termini = own["sequence"], own["termini"]
+    termini = termini or (own or {}).get("termini") or "zwitterionic"
+    try:
+        seq = peptide.normalize_sequence(sequence, termini)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if own is not None and (seq, termini) != (own["sequence"], own["termini"]):
+        raise UsageError(f"model {loaded.path.name} serves {own['sequence']} ({own['termini']}) "
+                         f"only, not {seq} ({termini})")
+    return peptide.build(seq, termini)
+
+
+def cmd_sample(args):
+    from .pipeline import SampleConfig, run_sampling, write_outputs
+
+    loaded = load_model(args.model)
+    pep = system_for(loaded, args.sequence, args.termini)
+    cfg = SampleConfig(n=args.n, batch_size=args.batch_size, tau=args.temperature, seed=args.seed,
+                       device=args.device, use_kv_cache=not args.no_kv_cache, method=args.method,
+                       reweight=not args.no_reweight)
+    bar, progress = _tqdm_progress(args.n, "sample", "samples")
+    try:
+        result = run_sampling(loaded, pep, cfg, progress=lambda stage, done, total:
+                              progress(done, total, {"stage": stage}))
+    finally:
+        bar.close()
+    summary = write_outputs(result, args.out)
+    ess = summary.get("ess")
+    extra = f", ESS {ess:.1f} ({100 * summary['ess_fraction']:.2f}%)" if ess is not None else ""
+    print(f"{args.n} samples of {pep.name}{extra} -> {args.out}")
+
 
 def add_commands(sub, usage_error):
     """Register the model-side subcommands on the `arbg` parser."""
+    global UsageError
+    UsageError = usage_error
+
+    p = sub.add_parser("train", help="train a model on MD frames",
+                       description="Train a per-system model. Rerun with --resume to continue.")
+    p.add_argument("--data", nargs="+", metavar="DIR",
+                   help="arbg md folders, trajectory files (with --top) or one prepared .npz")
+    p.add_argument("--top", metavar="PDB", help="topology for trajectory files")
+    p.add_argument("--stride", type=int, default=1, help="use every n-th frame")
+    p.add_argument("--preset", default="amber99sbildn-obc", help="force field the data came from")
+    p.add_argument("--transferable", action="store_true", help="sequence-conditioned corpus model")
+    p.add_argument("--size", choices=("tiny", "small", "base", "large"), default="small")
+    p.add_argument("--bins", type=int, default=None, help="bins per coordinate (default: size's)")
+    p.add_argument("--steps", type=int, default=10_000)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--optimizer", choices=("adamw", "muon"), default="adamw")
+    p.add_argument("--val-every", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last")
+    p.add_argument("--save-data", metavar="FILE.npz", help="also write the prepared dataset")
+    p.add_argument("--dry-run", action="store_true", help="print parameter counts and exit")
+    p.add_argument("--out", metavar="DIR")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sample", help="draw samples, reweight to the Boltzmann distribution")
+    p.add_argument("--model", required=True, metavar="DIR", help="checkpoint folder or shipped name")
+    p.add_argument("--sequence", metavar="SEQ")
+    p.add_argument("--termini", choices=("zwitterionic", "capped"))
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--temperature", type=float, default=None,
+                   help="sampling temperature tau (default: the model card's)")
+    p.add_argument("--method", choices=("snis", "smc"), default="snis")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--no-kv-cache", action="store_true", help="re-encode the prefix (benchmarks)")
+    p.add_argument("--no-reweight", action="store_true", help="skip energies and weights")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.set_defaults(func=cmd_sample)

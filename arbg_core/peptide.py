@@ -240,10 +240,18 @@ def from_pdb(path: str) -> Peptide:
 
     traj = md.load(path)
     top = traj.topology
-    names = [r.name for r in top.residues]
-    termini = "capped" if names and names[0] == "ACE" else "zwitterionic"
-    one = {v: k for k, v in THREE_LETTER.items()}
-    seq = "".join(one[_RESIDUE_ALIASES.get(n, n)] for n in names if _RESIDUE_ALIASES.get(n, n) in one)
-    his = tuple(n for n in names if n in ("HID", "HIE", "HIP"))
+    seq, termini = identify(top)
+    his = tuple(r.name for r in top.residues if r.name in ("HID", "HIE", "HIP"))
     return Peptide(seq, termini, top, traj.xyz[0].astype(np.float32), atom_features(top),
                    residue_blocks(top), his)
+
+
+def identify(topology) -> tuple[str, str]:
+    """(sequence, termini) of an mdtraj topology of a peptide in our vocabulary."""
+    names = [_RESIDUE_ALIASES.get(r.name, r.name) for r in topology.residues]
+    termini = "capped" if names and names[0] == "ACE" else "zwitterionic"
+    one = {v: k for k, v in THREE_LETTER.items()}
+    unknown = [n for n in names if n not in one and n not in ("ACE", "NME")]
+    if unknown:
+        raise ValueError(f"residue {unknown[0]} is not one of the 20 standard amino acids")
+    return "".join(one[n] for n in names if n in one), termini

@@ -1,0 +1,311 @@
+"""Self-normalized importance sampling: log weights, clipping, ESS, resampling, chirality fix.
+
+Everything here takes arrays and plain callables, never the model or OpenMM, so toy targets test
+it exactly. Units: `u` is reduced energy (kT), `log_q` is the proposal log density of `xyz` in nm
+coordinates (nats), `log_w = -u - log_q`. Shapes: B samples, A atoms, C chiral centers.
+
+Chirality (DESIGN section 8): a sample whose chiral centers all match the built topology is kept
+(status 0), one with all centers inverted is mirrored x -> -x (status 1; the force field is
+invariant under inversion), one with mixed centers is dropped (status 2, weight 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.special import logsumexp
+
+KEPT, MIRRORED, DROPPED = 0, 1, 2
+
+# Neighbours of each sp3 chiral center, in a fixed order: (center, a, b, c). The sign of
+# (a - center) . ((b - center) x (c - center)) is the handedness.
+_CA_NEIGHBOURS = ("N", "C", "CB")  # every residue with a CB, i.e. all but glycine (and caps)
+_SIDECHAIN_CENTERS = {
+    "ILE": ("CB", ("CA", "CG1", "CG2")),
+    "THR": ("CB", ("CA", "OG1", "CG2")),
+}
+
+
+# ---------------------------------------------------------------------------- weights and ESS
+
+
+def log_weights(u: np.ndarray, log_q: np.ndarray) -> np.ndarray:
+    """(B,) kT and (B,) nats -> (B,) float64 `log_w = -u - log_q`; +inf energy or NaN -> -inf."""
+    log_w = -np.asarray(u, dtype=np.float64) - np.asarray(log_q, dtype=np.float64)
+    log_w[~(log_w < np.inf)] = -np.inf  # NaN (and +inf from log_q = -inf) carry no weight
+    return log_w
+
+
+def clip_log_weights(log_w: np.ndarray, fraction: float = 0.002) -> tuple[np.ndarray, int]:
+    """Set the top `fraction` of the finite log weights to -inf; returns (clipped copy, count).
+
+    Exactly floor(fraction * n_finite) samples are clipped; ties go to the lower index first
+    (stable sort), so the result is deterministic.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"clip fraction must be in [0, 1), got {fraction}")
+    log_w = np.array(log_w, dtype=np.float64)
+    finite = np.flatnonzero(np.isfinite(log_w))
+    n_clip = int(np.floor(fraction * len(finite)))
+    if n_clip:
+        order = np.argsort(-log_w[finite], kind="stable")  # descending, ties by index
+        log_w[finite[order[:n_clip]]] = -np.inf
+    return log_w, n_clip
+
+
+def normalized_weights(log_w: np.ndarray) -> np.ndarray:
+    """(B,) log weights -> (B,) weights summing to 1 (all zeros when no weight is finite)."""
+    log_w = np.asarray(log_w, dtype=np.float64)
+    if not np.isfinite(log_w).any():
+        return np.zeros_like(log_w)
+    return np.exp(log_w - logsumexp(log_w))
+
+
+def ess(log_w: np.ndarray) -> float:
+    """Kish effective sample size (a count) of unnormalized log weights; 0 when none is finite."""
+    if not np.isfinite(log_w).any():
+        return 0.0
+    return float(np.exp(2 * logsumexp(log_w) - logsumexp(2 * np.asarray(log_w, np.float64))))
+
+
+# -------------------------------------------------------------------------------- resampling
+
+
+def _cumulative(weights: np.ndarray) -> np.ndarray:
+    c = np.cumsum(weights, dtype=np.float64)
+    c /= c[-1]
+    c[-1] = 1.0  # guard against round-off so every draw in [0, 1) lands on an index
+    return c
+
+
+def multinomial(weights: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n i.i.d. draws of indices with probabilities `weights` (B,) -> (n,) int64."""
+    return np.searchsorted(_cumulative(weights), rng.random(n), side="right").astype(np.int64)
+
+
+def systematic(weights: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Systematic resampling: one uniform offset, n evenly spaced points -> (n,) int64, sorted."""
+    points = (rng.random() + np.arange(n)) / n
+    return np.searchsorted(_cumulative(weights), points, side="right").astype(np.int64)
+
+
+RESAMPLERS = {"multinomial": multinomial, "systematic": systematic}
+
+
+def resample(log_w: np.ndarray, n: int, method: str = "systematic",
+             seed: int | np.random.Generator | None = 0, *, is_log: bool = True) -> np.ndarray:
+    """Indices (n,) drawn in proportion to the weights.
+
+    `log_w` holds log weights (the default, log space everywhere); pass `is_log=False` to give
+    plain non-negative weights instead. Zero-weight samples are never drawn.
+    """
+    if method not in RESAMPLERS:
+        raise ValueError(f"unknown resampling method {method!r}; choose one of "
+                         f"{', '.join(RESAMPLERS)}")
+    w = normalized_weights(log_w) if is_log else np.asarray(log_w, dtype=np.float64)
+    if w.ndim != 1 or len(w) == 0 or not np.all(w >= 0) or not w.sum() > 0:
+        raise ValueError("resampling needs a 1-D array with at least one positive weight")
+    return RESAMPLERS[method](w, int(n), np.random.default_rng(seed))
+
+
+# -------------------------------------------------------------------------------- chirality
+
+
+def chiral_centers(topology) -> np.ndarray:
+    """(C, 4) int64 atom indices (center, a, b, c) of the sp3 chiral centers of an mdtraj topology.
+
+    Every CA with a CB (all residues but glycine) with neighbours (N, C, CB), plus the side-chain
+    centers CB of Ile (CA, CG1, CG2) and Thr (CA, OG1, CG2). Order: residue by residue.
+    """
+    rows = []
+    for res in topology.residues:
+        names = {a.name: a.index for a in res.atoms}
+        if all(k in names for k in ("CA",) + _CA_NEIGHBOURS):
+            rows.append([names["CA"]] + [names[k] for k in _CA_NEIGHBOURS])
+        center = _SIDECHAIN_CENTERS.get(res.name)
+        if center is not None and all(k in names for k in (center[0],) + center[1]):
+            rows.append([names[center[0]]] + [names[k] for k in center[1]])
+    return np.asarray(rows, dtype=np.int64).reshape(-1, 4)
+
+
+def handedness(xyz: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """(B, A, 3) nm and (C, 4) -> (B, C) int8 signs of the triple product; 0 if degenerate/NaN."""
+    xyz = np.asarray(xyz, dtype=np.float64)
+    if xyz.ndim == 2:
+        xyz = xyz[None]
+    centers = np.asarray(centers, dtype=np.int64).reshape(-1, 4)
+    p = xyz[:, centers]  # (B, C, 4, 3)
+    d = p[:, :, 1:] - p[:, :, :1]  # (B, C, 3, 3) bond vectors from the center
+    triple = np.einsum("bck,bck->bc", d[:, :, 0], np.cross(d[:, :, 1], d[:, :, 2]))
+    return np.where(np.isfinite(triple), np.sign(triple), 0).astype(np.int8)
+
+
+def fix_chirality(xyz: np.ndarray, centers: np.ndarray,
+                  reference_signs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mirror all-inverted samples, flag mixed ones: -> (xyz_fixed (B, A, 3), status (B,) int8).
+
+    status 0 = all centers match (kept as is), 1 = all inverted (x -> -x applied), 2 = mixed or
+    degenerate (dropped; coordinates left unchanged). No centers: every sample is kept.
+    """
+    xyz = np.array(xyz, copy=True)
+    if xyz.ndim == 2:
+        xyz = xyz[None]
+    ref = np.asarray(reference_signs, dtype=np.int8).reshape(-1)
+    status = np.zeros(len(xyz), dtype=np.int8)
+    if len(ref) == 0:
+        return xyz, status
+    signs = handedness(xyz, centers)  # (B, C)
+    same = np.all(signs == ref, axis=1)
+    inverted = np.all(signs == -ref, axis=1)
+    status[inverted] = MIRRORED
+    status[~same & ~inverted] = DROPPED
+    xyz[inverted] = -xyz[inverted]
+    return xyz, status
+
+
+# -------------------------------------------------------------------------------- ensembles
+
+
+@dataclass
+class ReweightedEnsemble:
+    """A weighted set of samples, the common output of SNIS and SMC.
+
+    xyz (n, A, 3) float32 nm after the chirality fix; log_q (n,) the proposal log density used in
+    the weight (nats); u (n,) kT (NaN where not evaluated: dropped samples); log_w (n,) after
+    clipping; weights (n,) normalized; status (n,) int8 (0 kept, 1 mirrored, 2 dropped).
+    """
+
+    xyz: np.ndarray
+    log_q: np.ndarray
+    u: np.ndarray
+    log_w: np.ndarray
+    weights: np.ndarray
+    status: np.ndarray
+    counts: dict
+    ess: float
+    ess_fraction: float
+    max_weight: float
+    method: str = "snis"
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return int(len(self.log_w))
+
+    @property
+    def n_infinite_energy(self) -> int:
+        return int(self.counts["infinite_energy"])
+
+    def resample(self, n: int | None = None, seed: int | np.random.Generator | None = 0,
+                 method: str = "systematic", return_xyz: bool = False) -> np.ndarray:
+        """Indices (n,) drawn by weight (default n = ensemble size), or their xyz (n, A, 3)."""
+        idx = resample(self.weights, self.n if n is None else n, method, seed, is_log=False)
+        return self.xyz[idx] if return_xyz else idx
+
+    def summary(self) -> dict:
+        """JSON-serializable report: counts, ESS (count and fraction), max weight, method.
+
+        Extras that are scalars, dicts or lists/tuples of at most 1000 entries are included
+        (non-finite floats become None); per-sample numpy arrays are not.
+        """
+        out = {"method": self.method, "counts": {k: int(v) for k, v in self.counts.items()},
+               "ess": float(self.ess), "ess_fraction": float(self.ess_fraction),
+               "max_weight": float(self.max_weight)}
+        for k, v in self.extras.items():
+            v = _jsonable(v)
+            if v is not _SKIP:
+                out[k] = v
+        return out
+
+
+_SKIP = object()
+
+
+def _jsonable(v):
+    """Plain JSON value for a scalar / short list / dict, or _SKIP (arrays, long lists, objects)."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float):
+        return v if np.isfinite(v) else None
+    if v is None or isinstance(v, (bool, int, str)):
+        return v
+    if isinstance(v, (list, tuple)) and len(v) <= 1000:
+        items = [_jsonable(x) for x in v]
+        return _SKIP if any(x is _SKIP for x in items) else items
+    if isinstance(v, dict):
+        items = {str(k): _jsonable(x) for k, x in v.items()}
+        return _SKIP if any(x is _SKIP for x in items.values()) else items
+    return _SKIP
+
+
+def ensemble_from_log_weights(xyz: np.ndarray, log_q: np.ndarray, u: np.ndarray,
+                              log_w: np.ndarray, status: np.ndarray | None = None,
+                              clip_fraction: float = 0.002, method: str = "snis",
+                              extras: dict | None = None) -> ReweightedEnsemble:
+    """Clip, normalize and count: the shared last step of SNIS (`reweight`) and SMC.
+
+    `log_w` (n,) must already be -inf for dropped samples and samples with non-finite energy.
+    """
+    status = np.zeros(len(log_w), np.int8) if status is None else np.asarray(status, np.int8)
+    u = np.asarray(u, dtype=np.float64)
+    log_w, n_clipped = clip_log_weights(log_w, clip_fraction)
+    weights = normalized_weights(log_w)
+    e = ess(log_w)
+    n = len(log_w)
+    counts = {"n": n, "kept": int(np.sum(status == KEPT)),
+              "mirrored": int(np.sum(status == MIRRORED)),
+              "dropped": int(np.sum(status == DROPPED)),
+              "infinite_energy": int(np.sum((status != DROPPED) & ~np.isfinite(u))),
+              "clipped": n_clipped}
+    return ReweightedEnsemble(
+        xyz=np.asarray(xyz, dtype=np.float32), log_q=np.asarray(log_q, dtype=np.float64), u=u,
+        log_w=log_w, weights=weights, status=status, counts=counts, ess=e,
+        ess_fraction=e / n if n else 0.0, max_weight=float(weights.max()) if n else 0.0,
+        method=method, extras=dict(extras or {}))
+
+
+def reweight(xyz: np.ndarray, log_q: np.ndarray, energy_fn, *, log_q_fn=None,
+             centers: np.ndarray | None = None, reference_signs: np.ndarray | None = None,
+             clip_fraction: float = 0.002, method: str = "snis") -> ReweightedEnsemble:
+    """SNIS of proposal samples to exp(-u): chirality fix, energies, weights, clipping, ESS.
+
+    xyz (B, A, 3) nm as drawn, log_q (B,) their proposal log density; `energy_fn(xyz) -> u (B,)`
+    kT (+inf for bad frames) is called once on the non-dropped fixed samples; `centers` (C, 4)
+    and `reference_signs` (C,) enable the chirality fix (both or neither).
+
+    With `log_q_fn(xyz) -> log_q (B,)` and the chirality check on, a kept or mirrored sample y
+    (the final coordinates) may have been drawn as y or as -y, so the weight uses
+    log q(y) + q(-y) = logaddexp(log q(x), log q(-x)) with x the drawn sample: `log_q` supplies
+    log q(x) and one `log_q_fn` call on -x supplies the other (stored in extras["log_q_mirror"]).
+    Without `log_q_fn` the drawn sample's own log q(x) is used; for an energy invariant under
+    inversion that is also consistent (p(x)/q(x) carries over to the fixed sample), but the
+    two-sided density is its Rao-Blackwellization and has lower weight variance.
+    """
+    xyz = np.asarray(xyz)
+    if xyz.ndim == 2:
+        xyz = xyz[None]
+    log_q = np.asarray(log_q, dtype=np.float64).reshape(-1)
+    if len(log_q) != len(xyz):
+        raise ValueError(f"log_q has {len(log_q)} entries for {len(xyz)} samples")
+    if (centers is None) != (reference_signs is None):
+        raise ValueError("give both centers and reference_signs, or neither")
+    check = centers is not None and len(np.asarray(reference_signs).reshape(-1)) > 0
+    if check:
+        fixed, status = fix_chirality(xyz, centers, reference_signs)
+    else:
+        fixed, status = np.array(xyz, copy=True), np.zeros(len(xyz), np.int8)
+    live = status != DROPPED
+    extras = {}
+    log_q_used = log_q.copy()
+    if check and log_q_fn is not None and live.any():
+        log_q_mirror = np.full(len(xyz), np.nan)
+        log_q_mirror[live] = np.asarray(log_q_fn(-np.asarray(xyz)[live]), np.float64)
+        log_q_used[live] = np.logaddexp(log_q[live], log_q_mirror[live])
+        extras["log_q_mirror"] = log_q_mirror
+    u = np.full(len(xyz), np.nan)
+    if live.any():
+        u[live] = np.asarray(energy_fn(fixed[live]), dtype=np.float64).reshape(-1)
+    log_w = log_weights(np.where(live, u, np.inf), log_q_used)
+    return ensemble_from_log_weights(fixed, log_q_used, u, log_w, status, clip_fraction, method,
+                                     extras)

@@ -1,0 +1,165 @@
+"""Generation with a KV cache, and exact teacher-forced log densities; both return log q in nats.
+
+`extend` is the unit of work: it continues a batch from position `start` to `stop` one token at a
+time, updating the cache, and returns the new bins with their log probability. `sample` calls it
+once for the whole conformation; twisted SMC calls it once per residue block and reorders the
+cache between blocks. For a sample x (nm), log q(x) = sum_j log P_j(k_j) + tokenizer.log_jacobian,
+and `log_prob(x)` recomputes the same number from one teacher-forced pass.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager, nullcontext
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .model import ArBG, Conditioning, KVCache, conditioning, token_log_probs
+from .peptide import AtomFeatures
+from .tokenizer import Tokenizer
+
+Progress = Callable[[int, int], None]
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _use_bf16(device: torch.device, bf16: bool | None) -> bool:
+    """bf16 autocast for the forward pass: on CUDA by default; log q stays fp32/fp64."""
+    return device.type == "cuda" if bf16 is None else bool(bf16)
+
+
+def _autocast(device: torch.device, bf16: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+@contextmanager
+def _eval_on(model: ArBG, device: torch.device):
+    """Inference mode, model in eval mode on `device` (moved there in place if elsewhere)."""
+    if next(model.parameters()).device != device:
+        model.to(device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def _draw(logits: torch.Tensor, tau: float, generator: torch.Generator | None):
+    """logits (B, V) -> (bins (B,) long, log P(bin) (B,) float64) at temperature tau."""
+    logp = torch.log_softmax(logits.float() / tau, dim=-1)  # (B, V) fp32
+    k = torch.multinomial(logp.exp(), 1, generator=generator)  # (B, 1)
+    return k.squeeze(1), logp.gather(1, k).squeeze(1).double()
+
+
+def extend(model: ArBG, cond: Conditioning, cache: KVCache, last_token: torch.Tensor, start: int,
+           stop: int, tau: float = 1.0, generator: torch.Generator | None = None,
+           on_token: Callable[[int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generate coordinates [start, stop) with the cache; cache.length goes start -> stop.
+
+    last_token (B,) is the input at position `start`: BOS when start == 0, else the bin of
+    coordinate start - 1 (the last column of the previous call's bins). cond has batch B or 1.
+    Returns new_bins (B, stop - start) long and log_p (B,) float64, the sum of their log P_j.
+    Call under torch.inference_mode (and autocast if wanted); `sample` does.
+    """
+    B = last_token.shape[0]
+    bins = torch.empty(B, stop - start, dtype=torch.long, device=last_token.device)
+    log_p = torch.zeros(B, dtype=torch.float64, device=last_token.device)
+    token = last_token
+    for j in range(start, stop):
+        logits = model(token[:, None], cond, kv_cache=cache, start=j)  # (B, 1, V)
+        token, lp = _draw(logits[:, -1], tau, generator)
+        bins[:, j - start] = token
+        log_p += lp
+        if on_token is not None:
+            on_token(j - start + 1)
+    return bins, log_p
+
+
+def _generate_uncached(model: ArBG, cond: Conditioning, B: int, tau: float,
+                       generator: torch.Generator | None, on_token=None):
+    """Reference path: re-encode the whole prefix for every token (for the benchmark)."""
+    T = cond.n_tokens
+    tokens = torch.full((B, T + 1), model.bos, dtype=torch.long, device=cond.valid.device)
+    log_p = torch.zeros(B, dtype=torch.float64, device=cond.valid.device)
+    for j in range(T):
+        logits = model(tokens[:, : j + 1], cond)  # (B, j + 1, V)
+        k, lp = _draw(logits[:, -1], tau, generator)
+        tokens[:, j + 1] = k
+        log_p += lp
+        if on_token is not None:
+            on_token(j + 1)
+    return tokens[:, 1:], log_p
+
+
+def sample(model: ArBG, tokenizer: Tokenizer, features: AtomFeatures, n: int, tau: float = 1.0,
+           seed: int = 0, batch_size: int = 1024, device: str | torch.device = "auto",
+           use_kv_cache: bool = True, progress: Progress | None = None,
+           bf16: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Draw n conformations of one system: xyz (n, A, 3) float32 nm and log_q (n,) float64.
+
+    xyz are not re-centered (q is a density on R^{3A}; score them with `log_prob(center=False)`).
+    Same seed and device -> same samples. progress(done, total) counts generated coordinates
+    (total = n * 3A). bf16: autocast the forward pass (default: on CUDA only).
+    """
+    device = resolve_device(device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    cond = conditioning(features, device=device)
+    T = cond.n_tokens
+    if T > model.cfg.max_tokens:
+        raise ValueError(f"{T // 3} atoms exceed the model's max_atoms {model.cfg.max_atoms}")
+    xyz, log_q = [], []
+    bf16 = _use_bf16(device, bf16)
+    with _eval_on(model, device), _autocast(device, bf16):
+        dtype = torch.bfloat16 if bf16 else next(model.parameters()).dtype
+        for first in range(0, n, batch_size):
+            B = min(batch_size, n - first)
+            on_token = None
+            if progress is not None:
+                on_token = lambda j, done=first * T, B=B: progress(done + B * j, n * T)  # noqa: E731
+            if use_kv_cache:
+                cache = KVCache(model.cfg, B, T, device=device, dtype=dtype)
+                bos = torch.full((B,), model.bos, dtype=torch.long, device=device)
+                bins, lp = extend(model, cond, cache, bos, 0, T, tau, generator, on_token)
+            else:
+                bins, lp = _generate_uncached(model, cond, B, tau, generator, on_token)
+            xyz.append(tokenizer.decode(bins, generator).cpu().numpy())
+            log_q.append(lp.cpu().numpy() + tokenizer.log_jacobian(features.n_atoms))
+    if not xyz:
+        return np.zeros((0, features.n_atoms, 3), np.float32), np.zeros(0, np.float64)
+    return np.concatenate(xyz), np.concatenate(log_q)
+
+
+def bins_log_prob(model: ArBG, bins: torch.Tensor, cond: Conditioning,
+                  tau: float = 1.0) -> torch.Tensor:
+    """Teacher-forced sum_j log P_j(k_j) over valid tokens: bins (B, T) -> (B,) float64."""
+    return token_log_probs(model, bins, cond, tau).double().sum(dim=1)
+
+
+def log_prob(model: ArBG, tokenizer: Tokenizer, features: AtomFeatures, xyz: np.ndarray,
+             tau: float = 1.0, batch_size: int = 256, device: str | torch.device = "auto",
+             center: bool = False, bf16: bool | None = None) -> np.ndarray:
+    """Exact log q of given conformations xyz (n, A, 3) nm: (n,) float64, one pass per batch.
+
+    center=False scores x exactly as given (use it for samples and their mirror images);
+    center=True first removes each frame's centroid (data frames, whose position is arbitrary).
+    Points outside the box are scored as their clamped bin.
+    """
+    device = resolve_device(device)
+    xyz = np.asarray(xyz)
+    if xyz.ndim != 3 or xyz.shape[1:] != (features.n_atoms, 3):
+        raise ValueError(f"xyz must be (n, {features.n_atoms}, 3), got {xyz.shape}")
+    cond = conditioning(features, device=device)
+    jac = tokenizer.log_jacobian(features.n_atoms)
+    out = []
+    with _eval_on(model, device), _autocast(device, _use_bf16(device, bf16)):
+        for first in range(0, len(xyz), batch_size):
+            bins, _ = tokenizer.encode(xyz[first:first + batch_size], center=center)
+            out.append(bins_log_prob(model, bins.to(device), cond, tau).cpu().numpy() + jac)
+    return np.concatenate(out) if out else np.zeros(0, np.float64)

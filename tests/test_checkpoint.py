@@ -1,0 +1,132 @@
+import json
+import os
+import pickle
+
+import pytest
+import torch
+
+from arbg_core import checkpoint
+from arbg_core.model import ArBG, ModelConfig, conditioning, shift_right
+from arbg_core.tokenizer import TokenizerConfig
+
+from test_model import toy_features
+
+SYSTEM = {"sequence": "A", "termini": "capped", "preset": "amber99sbildn-obc"}
+
+
+def saved(tmp_path, name="ckpt", **kw):
+    torch.manual_seed(0)
+    model = ArBG(ModelConfig.preset("tiny", n_bins=32)).eval()
+    tok_cfg = TokenizerConfig(n_bins=32, a=3.0, std=0.21)
+    path = checkpoint.save(tmp_path / name, model, tok_cfg, system=SYSTEM,
+                           card={"steps": 12, "tau": 0.9}, **kw)
+    return model, tok_cfg, path
+
+
+def logits(model):
+    cond = conditioning(toy_features(4))
+    g = torch.Generator().manual_seed(0)
+    tokens = shift_right(torch.randint(0, 32, (3, 12), generator=g), model.bos)
+    with torch.no_grad():
+        return model(tokens, cond)
+
+
+def test_round_trip_gives_identical_logits(tmp_path, monkeypatch):
+    model, tok_cfg, path = saved(tmp_path, extra={"lr": 1e-3})
+    assert sorted(os.listdir(path)) == ["card.json", "config.json", "model.safetensors"]
+    config = json.loads((path / "config.json").read_text())
+    assert config["format"] == 1 and config["system"] == SYSTEM and config["transferable"] is False
+    assert config["model"]["n_bins"] == 32 and config["extra"] == {"lr": 1e-3}
+
+    def no_pickle(*a, **k):
+        raise AssertionError("torch.load must never be called")
+
+    monkeypatch.setattr(torch, "load", no_pickle)
+    loaded = checkpoint.load(path)
+    assert not loaded.model.training
+    assert loaded.model.cfg == model.cfg
+    assert loaded.tokenizer.cfg == tok_cfg
+    assert loaded.card == {"steps": 12, "tau": 0.9}
+    assert torch.equal(logits(loaded.model), logits(model))
+
+
+def test_pickle_in_place_of_weights_is_refused_without_running(tmp_path, monkeypatch):
+    _, _, path = saved(tmp_path)
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (path / "model.safetensors").write_bytes(pickle.dumps({"weight": Payload()}))
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load was called"))
+    with pytest.raises(ValueError, match="not a valid safetensors file"):
+        checkpoint.load(path)
+    assert not marker.exists()
+    # a torch.save file (zip + pickle) is refused the same way
+    torch.save({"weight": torch.zeros(2)}, path / "model.safetensors")
+    with pytest.raises(ValueError, match="safetensors"):
+        checkpoint.load(path)
+
+
+def test_incomplete_or_invalid_folders_fail_clearly(tmp_path):
+    _, _, path = saved(tmp_path)
+    (path / "model.safetensors").rename(tmp_path / "w")
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        checkpoint.load(path)
+    (tmp_path / "w").rename(path / "model.safetensors")
+    (path / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        checkpoint.load(path)
+
+    _, _, path = saved(tmp_path, name="bad")
+    config = json.loads((path / "config.json").read_text())
+    config["model"]["n_experts"] = 8
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="n_experts"):
+        checkpoint.load(path)
+    del config["model"]["n_experts"]
+    config["model"]["d_model"] = 64  # weights no longer fit
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="does not match"):
+        checkpoint.load(path)
+    del config["tokenizer"]
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="tokenizer"):
+        checkpoint.load(path)
+
+
+def test_shipped_registry_and_resolve(tmp_path, monkeypatch):
+    root = tmp_path / "models"
+    saved(root, name="ala2-small")
+    (root / "not-a-model").mkdir()
+    monkeypatch.setattr(checkpoint, "SHIPPED_DIR", root)
+    shipped = checkpoint.list_shipped()
+    assert [name for name, _, _ in shipped] == ["ala2-small"]
+    assert shipped[0][1]["system"] == SYSTEM and shipped[0][2]["steps"] == 12
+    assert checkpoint.resolve("ala2-small") == root / "ala2-small"
+    assert checkpoint.resolve(root / "ala2-small") == root / "ala2-small"
+    assert checkpoint.load("ala2-small").config["tokenizer"]["std"] == 0.21
+    with pytest.raises(FileNotFoundError, match="ala2-small"):
+        checkpoint.resolve("chignolin-large")
+
+
+def test_real_shipped_dir_is_listable():
+    assert checkpoint.SHIPPED_DIR.name == "models"
+    for name, config, card in checkpoint.list_shipped():
+        assert config["format"] == 1 and isinstance(card, dict)
+
+
+def test_save_unwraps_compiled_or_ddp_style_wrappers(tmp_path):
+    model = ArBG(ModelConfig.preset("tiny", n_bins=32))
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.module = m
+
+    path = checkpoint.save(tmp_path / "w", Wrapper(model), TokenizerConfig(n_bins=32),
+                           transferable=True)
+    loaded = checkpoint.load(path)
+    assert loaded.config["transferable"] is True and loaded.config["system"] is None
+    assert torch.equal(logits(loaded.model), logits(model.eval()))
