@@ -15,11 +15,12 @@ def _tqdm_progress(total, desc, unit="it"):
     bar = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
 
     def progress(done, total_, info=None):
-        bar.n = done
+        if total_ != bar.total:
+            bar.reset(total=total_)
         if info:
             bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v)
-                             for k, v in info.items() if v is not None})
-        bar.refresh()
+                             for k, v in info.items() if v is not None}, refresh=False)
+        bar.update(done - bar.n)  # tqdm throttles redraws itself
 
     return bar, progress
 
@@ -129,6 +130,37 @@ def cmd_sample(args):
     print(f"{args.n} samples of {pep.name}{extra} -> {args.out}")
 
 
+def cmd_evaluate(args):
+    from .pipeline import SampleConfig, run_sampling, write_outputs
+    from .report import evaluate, load_reference
+
+    loaded = load_model(args.model)
+    pep = system_for(loaded, args.sequence, args.termini)
+    try:
+        reference = load_reference(args.reference, args.top)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--reference {args.reference}: {e}") from None
+    cfg = SampleConfig(n=args.n_proposals, batch_size=args.batch_size, tau=args.temperature,
+                       seed=args.seed, device=args.device, method=args.method)
+    bar, progress = _tqdm_progress(args.n_proposals, "sample", "samples")
+    try:
+        result = run_sampling(loaded, pep, cfg, progress=lambda stage, done, total:
+                              progress(done, total, {"stage": stage}))
+    finally:
+        bar.close()
+    write_outputs(result, Path(args.out) / "samples")
+    try:
+        report = evaluate(result, reference, args.out, lag=args.lag, n_eval=args.n_eval,
+                          seed=args.seed)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    m = report["metrics"]
+    print(f"ESS {100 * report['sampling']['ess_fraction']:.2f}%  reweighted: E-W2 "
+          f"{m['reweighted']['e_w2']:.3f} T-W2 {m['reweighted']['t_w2']:.3f} TICA-W2 "
+          f"{m['reweighted']['tica_w2']:.3f} (noise floor {m['noise_floor']['e_w2']:.3f} / "
+          f"{m['noise_floor']['t_w2']:.3f} / {m['noise_floor']['tica_w2']:.3f}) -> {args.out}")
+
+
 def add_commands(sub, usage_error):
     """Register the model-side subcommands on the `arbg` parser."""
     global UsageError
@@ -172,3 +204,21 @@ def add_commands(sub, usage_error):
     p.add_argument("--no-reweight", action="store_true", help="skip energies and weights")
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("evaluate", help="sample, reweight and compare with reference MD")
+    p.add_argument("--model", required=True, metavar="DIR", help="checkpoint folder or shipped name")
+    p.add_argument("--reference", required=True, metavar="TRAJ",
+                   help="trajectory file, arbg md folder, or prepared .npz (its test split)")
+    p.add_argument("--top", metavar="PDB", help="topology for a trajectory file")
+    p.add_argument("--sequence", metavar="SEQ")
+    p.add_argument("--termini", choices=("zwitterionic", "capped"))
+    p.add_argument("--n-proposals", type=int, default=100_000)
+    p.add_argument("--n-eval", type=int, default=10_000, help="samples and frames compared")
+    p.add_argument("--lag", type=int, default=10, help="TICA lag in reference frames")
+    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--temperature", type=float, default=None, help="tau (default: the card's)")
+    p.add_argument("--method", choices=("snis", "smc"), default="snis")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.set_defaults(func=cmd_evaluate)

@@ -1,0 +1,143 @@
+"""One run from a loaded model to a reweighted ensemble: sample -> energies -> weights.
+
+The CLI (`arbg sample`, `arbg evaluate`) and the app call `run_sampling` and render its
+`SampleResult`; `write_outputs` gives the on-disk format of DESIGN §14. Progress goes through
+`progress(stage, done, total)` with stage in "sample" | "energy" | "reweight".
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import __version__
+from .checkpoint import LoadedModel
+from .energy import DEFAULT_PRESET, EnergyModel
+from .peptide import Peptide
+from .reweight import ReweightedEnsemble, chiral_centers, handedness, reweight
+from .sampling import log_prob, resolve_device, sample
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    n: int = 1000
+    batch_size: int = 1024
+    tau: float | None = None  # None: the model card's tuned tau, else 1.0
+    seed: int = 0
+    device: str = "auto"
+    use_kv_cache: bool = True
+    method: str = "snis"
+    reweight: bool = True
+    clip_fraction: float = 0.002
+    energy_chunk: int = 500
+
+
+@dataclass
+class SampleResult:
+    peptide: Peptide
+    config: SampleConfig
+    tau: float
+    preset: str
+    device: str
+    model_name: str
+    xyz: np.ndarray  # (n, A, 3) float32 nm as drawn
+    log_q: np.ndarray  # (n,) float64
+    ensemble: ReweightedEnsemble | None
+    timings: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        out = {"sequence": self.peptide.sequence, "termini": self.peptide.termini,
+               "n_atoms": self.peptide.n_atoms, "model": self.model_name, "preset": self.preset,
+               "tau": self.tau, "device": self.device, "config": asdict(self.config),
+               "timings_s": self.timings, "histidine_states": list(self.peptide.histidine_states),
+               "versions": versions()}
+        if self.ensemble is not None:
+            out.update(self.ensemble.summary())
+        return out
+
+
+def versions() -> dict:
+    import openmm
+    import torch
+
+    return {"arbg": __version__, "torch": torch.__version__, "openmm": openmm.__version__,
+            "python": platform.python_version()}
+
+
+def default_tau(loaded: LoadedModel) -> float:
+    return float(loaded.card.get("tau", 1.0))
+
+
+def run_sampling(loaded: LoadedModel, pep: Peptide, cfg: SampleConfig = SampleConfig(),
+                 progress: Progress | None = None, energy_model: EnergyModel | None = None) -> SampleResult:
+    """Draw `cfg.n` proposals from the model and (optionally) reweight them to exp(-u)."""
+    if cfg.n < 1:
+        raise ValueError("the number of samples must be at least 1")
+    if cfg.method != "snis":
+        from .smc import run_smc  # noqa: F401  (raises ImportError until SMC lands)
+    tau = float(cfg.tau) if cfg.tau is not None else default_tau(loaded)
+    if not 0.05 <= tau <= 5.0:
+        raise ValueError(f"temperature tau={tau} is outside the sensible range 0.05..5")
+    device = resolve_device(cfg.device)
+    preset = (loaded.config.get("system") or {}).get("preset") or DEFAULT_PRESET
+    timings = {}
+    report = progress or (lambda *a: None)
+
+    t0 = time.perf_counter()
+    xyz, log_q = sample(loaded.model, loaded.tokenizer, pep.features, cfg.n, tau=tau, seed=cfg.seed,
+                        batch_size=cfg.batch_size, device=device, use_kv_cache=cfg.use_kv_cache,
+                        progress=lambda done, total: report("sample", done * cfg.n // max(total, 1), cfg.n))
+    timings["sample"] = time.perf_counter() - t0
+    ensemble = None
+    if cfg.reweight:
+        em = energy_model or EnergyModel(pep.topology, preset)
+
+        def energy_fn(frames):
+            out = np.empty(len(frames))
+            for i in range(0, len(frames), cfg.energy_chunk):
+                out[i:i + cfg.energy_chunk] = em.reduced_energy(frames[i:i + cfg.energy_chunk])
+                report("energy", min(i + cfg.energy_chunk, len(frames)), len(frames))
+            return out
+
+        def log_q_fn(frames):
+            return log_prob(loaded.model, loaded.tokenizer, pep.features, frames, tau=tau,
+                            batch_size=cfg.batch_size, device=device, center=False)
+
+        centers = chiral_centers(pep.topology)
+        signs = handedness(pep.xyz[None], centers)[0]
+        t0 = time.perf_counter()
+        ensemble = reweight(xyz, log_q, energy_fn, log_q_fn=log_q_fn, centers=centers,
+                            reference_signs=signs, clip_fraction=cfg.clip_fraction)
+        timings["energy_and_reweight"] = time.perf_counter() - t0
+        report("reweight", 1, 1)
+    return SampleResult(pep, cfg, tau, preset, str(device), loaded.path.name, xyz, log_q, ensemble,
+                        timings)
+
+
+def write_outputs(result: SampleResult, out_dir: str | Path) -> dict:
+    """topology.pdb, samples.dcd (all proposals, after the chirality fix), samples.npz, summary.json."""
+    import mdtraj as md
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    top = result.peptide.topology
+    md.Trajectory(result.peptide.xyz[None], top).save_pdb(str(out / "topology.pdb"))
+    ens = result.ensemble
+    xyz = ens.xyz if ens is not None else result.xyz
+    md.Trajectory(np.nan_to_num(xyz, nan=0.0), top).save_dcd(str(out / "samples.dcd"))
+    arrays = {"log_q": result.log_q}
+    if ens is not None:
+        arrays.update(u=ens.u, log_w=ens.log_w, weights=ens.weights, status=ens.status,
+                      log_q_used=ens.log_q)
+    np.savez(out / "samples.npz", **arrays)
+    summary = result.summary()
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
