@@ -77,6 +77,13 @@ class _temp_pdb:
         self._dir.cleanup()
 
 
+def pdb_text_of(traj) -> str:
+    """PDB text of the first frame of an mdtraj Trajectory."""
+    with _temp_pdb("") as path:
+        traj[0].save_pdb(path)
+        return Path(path).read_text()
+
+
 def load_source(path: str | Path, top: str | None = None, stride: int = 1):
     """One source -> list of trajectories (one per replica): an `arbg md` folder (replica_*
     subfolders are separate sources) or any trajectory file mdtraj reads (with `top`)."""
@@ -116,9 +123,7 @@ def prepare(sources: list[str], top: str | None = None, stride: int = 1, fractio
             parts[name].append(t.xyz[sl])
     xyz = {k: np.concatenate(v).astype(np.float32) if v else np.zeros((0, ref.n_atoms, 3), np.float32)
            for k, v in parts.items()}
-    with _temp_pdb("") as path:
-        trajs[0][0].save_pdb(path)
-        pdb_text = Path(path).read_text()
+    pdb_text = pdb_text_of(trajs[0][0])
     meta = {"sources": [str(s) for s in sources], "stride": stride, "fractions": list(fractions),
             "frames": {k: int(len(v)) for k, v in xyz.items()},
             "replicas": len(trajs), "system": system}

@@ -22,7 +22,7 @@ import torch
 
 from . import checkpoint
 from .data import FrameData, random_rotations, rotate
-from .model import ArBG, ModelConfig, conditioning, train_loss
+from .model import ArBG, ModelConfig, conditioning, shift_right, train_loss
 from .tokenizer import Tokenizer, TokenizerConfig
 
 
@@ -77,6 +77,14 @@ def _use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
+def _loss(net, bos: int, bins: torch.Tensor, cond) -> torch.Tensor:
+    """Mean cross-entropy over valid tokens through `net` (the model or its DDP wrapper)."""
+    logits = net(shift_right(bins, bos), cond)  # (B, T, V)
+    logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, bins.unsqueeze(-1)).squeeze(-1)
+    valid = cond.valid.expand_as(bins)
+    return -(logp * valid).sum() / valid.sum()
+
+
 def _dist_info() -> tuple[int, int, int]:
     return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
             int(os.environ.get("LOCAL_RANK", 0)))
@@ -93,7 +101,7 @@ def validation_nll(model: ArBG, tok: Tokenizer, xyz: np.ndarray, cond, device, b
         bins = bins.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = train_loss(model, bins, cond.expand(len(bins)))
-        total += float(loss) * len(bins)
+        total += loss.item() * len(bins)
         count += len(bins)
     model.train()
     return tok.nats_per_coordinate(total / max(count, 1))
@@ -127,8 +135,7 @@ def train(data: FrameData, out_dir: str | Path, cfg: TrainConfig = TrainConfig()
     if resume and state_file.exists():
         # Our own file: weights_only=True all the same (tensors, numbers and dicts only).
         state = torch.load(state_file, map_location="cpu", weights_only=True)
-        loaded = checkpoint.load(out / "last", device="cpu")
-        model.load_state_dict(loaded.model.state_dict())
+        model.load_state_dict(state["model"])
         for opt, s in zip(opts, state["optimizers"]):
             opt.load_state_dict(s)
         start_step, best_val = int(state["step"]), float(state["best_val"])
@@ -139,7 +146,9 @@ def train(data: FrameData, out_dir: str | Path, cfg: TrainConfig = TrainConfig()
         ddp_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[dev.index] if dev.type == "cuda" else None)
     bf16 = _use_bf16(cfg, dev)
-    gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank * 7919 + start_step)
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank * 7919 + (start_step if world > 1 else 0))
+    if resume and state_file.exists() and world == 1:
+        gen.set_state(state["generator"])  # the resumed run draws what the unbroken one would
     xyz_train = torch.from_numpy(np.ascontiguousarray(data.xyz_train))
     val_xyz = data.xyz_val[: cfg.val_frames] if len(data.xyz_val) else data.xyz_train[-cfg.val_frames:]
     system = data.meta.get("system")
@@ -167,7 +176,7 @@ def train(data: FrameData, out_dir: str | Path, cfg: TrainConfig = TrainConfig()
         bins, _ = tok.encode(xyz)
         bins = bins.to(dev, non_blocking=True)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = train_loss(ddp_model, bins, cond.expand(per_rank))
+            loss = _loss(ddp_model, model.bos, bins, cond.expand(per_rank))
         for opt in opts:
             opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -178,17 +187,22 @@ def train(data: FrameData, out_dir: str | Path, cfg: TrainConfig = TrainConfig()
         is_last = done == cfg.steps
         if rank == 0 and (done % cfg.val_every == 0 or is_last):
             val = validation_nll(model, tok, val_xyz, cond, dev, bf16=bf16)
-            history.append({"step": done, "train_loss": float(loss), "val_nll": val})
+            history.append({"step": done, "train_loss": loss.item(), "val_nll": val})
             if val < best_val:
                 best_val = val
                 save("best", done, val)
         if rank == 0 and (done % cfg.save_every == 0 or is_last):
             save("last", done, val)
+            # One file holds everything --resume needs, replaced atomically.
+            tmp = state_file.with_name(state_file.name + ".tmp")
             torch.save({"step": done, "best_val": best_val, "history": json.dumps(history),
                         "elapsed_s": elapsed0 + time.perf_counter() - t0,
-                        "optimizers": [opt.state_dict() for opt in opts]}, state_file)
+                        "model": model.state_dict(),
+                        "optimizers": [opt.state_dict() for opt in opts],
+                        "generator": gen.get_state()}, tmp)
+            os.replace(tmp, state_file)
         if progress and rank == 0:
-            progress(done, cfg.steps, {"loss": float(loss), "grad_norm": float(gnorm),
+            progress(done, cfg.steps, {"loss": loss.item(), "grad_norm": float(gnorm),
                                        "val_nll": val, "lr": opts[0].param_groups[0]["lr"]})
     if world > 1:
         torch.distributed.barrier()
