@@ -107,7 +107,8 @@ def read_config(path: str | os.PathLike) -> dict:
             bad = sorted(set(given) - known) if isinstance(given, dict) else [type(given).__name__]
             raise ValueError(f"{file}: invalid {key} config ({', '.join(bad)})")
     system = config.get("system")
-    if system is not None and (not isinstance(system, dict) or any(k not in system for k in _SYSTEM_KEYS)):
+    ok = system is None or (isinstance(system, dict) and all(k in system for k in _SYSTEM_KEYS))
+    if not ok:
         raise ValueError(f"{file}: system must be null or have {', '.join(_SYSTEM_KEYS)}")
     return config
 
@@ -169,5 +170,6 @@ def resolve(name_or_path: str | os.PathLike, root: str | os.PathLike | None = No
     if "/" not in name and os.sep not in name and (root / name / CONFIG).is_file():
         return root / name
     names = [n for n, _, _ in list_shipped(root)]
-    raise FileNotFoundError(f"no checkpoint folder or shipped model named {name!r}; shipped models: "
-                            f"{', '.join(names) if names else '(none)'}")
+    available = ", ".join(names) if names else "(none)"
+    raise FileNotFoundError(f"no checkpoint folder or shipped model named {name!r}; "
+                            f"shipped models: {available}")

@@ -171,7 +171,9 @@ def _heavy_atom_pdb(seq: str, termini: str) -> str:
     import PeptideBuilder
 
     core = "G" + seq + "G" if termini == "capped" else seq
-    structure = PeptideBuilder.make_extended_structure(core)
+    # Fully extended chain: every phi = psi = 180 degrees (omega trans).
+    n = len(core) - 1
+    structure = PeptideBuilder.make_structure(core, [180.0] * n, [180.0] * n)
     if termini == "zwitterionic":
         PeptideBuilder.add_terminal_OXT(structure)
     residues = list(structure.get_residues())

@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .model import ArBG, Conditioning, KVCache, conditioning, token_log_probs
 from .peptide import AtomFeatures
@@ -28,25 +29,29 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
-def _use_bf16(device: torch.device, bf16: bool | None) -> bool:
-    """bf16 autocast for the forward pass: on CUDA by default; log q stays fp32/fp64."""
-    return device.type == "cuda" if bf16 is None else bool(bf16)
-
-
-def _autocast(device: torch.device, bf16: bool):
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+# cuDNN attention builds a plan for every new key length (seconds per new shape in bf16 on an
+# H100): generation changes the key length at every step, so leave it out.
+_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 @contextmanager
-def _eval_on(model: ArBG, device: torch.device):
-    """Inference mode, model in eval mode on `device` (moved there in place if elsewhere)."""
-    if next(model.parameters()).device != device:
+def inference(model: ArBG, device: torch.device, bf16: bool | None = None):
+    """Everything a generation or scoring pass runs under; yields the dtype for a KVCache.
+
+    The model goes to `device` (in place, if it is elsewhere) and to eval mode (restored on exit);
+    inference mode; bf16 autocast of the forward pass if `bf16` (default: on CUDA only), while
+    log probabilities stay fp32/fp64. smc.py wraps its `extend` calls in this too.
+    """
+    here = next(model.parameters()).device
+    if here.type != device.type or (device.index is not None and here.index != device.index):
         model.to(device)
+    bf16 = device.type == "cuda" if bf16 is None else bool(bf16)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
-            yield
+        with torch.inference_mode(), sdpa_kernel(_BACKENDS), autocast:
+            yield torch.bfloat16 if bf16 else next(model.parameters()).dtype
     finally:
         model.train(was_training)
 
@@ -66,7 +71,7 @@ def extend(model: ArBG, cond: Conditioning, cache: KVCache, last_token: torch.Te
     last_token (B,) is the input at position `start`: BOS when start == 0, else the bin of
     coordinate start - 1 (the last column of the previous call's bins). cond has batch B or 1.
     Returns new_bins (B, stop - start) long and log_p (B,) float64, the sum of their log P_j.
-    Call under torch.inference_mode (and autocast if wanted); `sample` does.
+    Call it under `inference(model, device)`, as `sample` does.
     """
     B = last_token.shape[0]
     bins = torch.empty(B, stop - start, dtype=torch.long, device=last_token.device)
@@ -115,14 +120,13 @@ def sample(model: ArBG, tokenizer: Tokenizer, features: AtomFeatures, n: int, ta
     if T > model.cfg.max_tokens:
         raise ValueError(f"{T // 3} atoms exceed the model's max_atoms {model.cfg.max_atoms}")
     xyz, log_q = [], []
-    bf16 = _use_bf16(device, bf16)
-    with _eval_on(model, device), _autocast(device, bf16):
-        dtype = torch.bfloat16 if bf16 else next(model.parameters()).dtype
+    with inference(model, device, bf16) as dtype:
         for first in range(0, n, batch_size):
             B = min(batch_size, n - first)
             on_token = None
             if progress is not None:
-                on_token = lambda j, done=first * T, B=B: progress(done + B * j, n * T)  # noqa: E731
+                def on_token(j, done=first * T, B=B):
+                    progress(done + B * j, n * T)
             if use_kv_cache:
                 cache = KVCache(model.cfg, B, T, device=device, dtype=dtype)
                 bos = torch.full((B,), model.bos, dtype=torch.long, device=device)
@@ -158,7 +162,7 @@ def log_prob(model: ArBG, tokenizer: Tokenizer, features: AtomFeatures, xyz: np.
     cond = conditioning(features, device=device)
     jac = tokenizer.log_jacobian(features.n_atoms)
     out = []
-    with _eval_on(model, device), _autocast(device, _use_bf16(device, bf16)):
+    with inference(model, device, bf16):
         for first in range(0, len(xyz), batch_size):
             bins, _ = tokenizer.encode(xyz[first:first + batch_size], center=center)
             out.append(bins_log_prob(model, bins.to(device), cond, tau).cpu().numpy() + jac)

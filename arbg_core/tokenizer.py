@@ -110,7 +110,7 @@ class Tokenizer:
         return -3 * n_atoms * (math.log(self.h) + math.log(self.cfg.std))
 
     def nats_per_coordinate(self, cross_entropy: float) -> float:
-        """Mean bin cross-entropy (nats/token) -> NLL of the continuous density, nats per nm-coordinate.
+        """Mean bin cross-entropy (nats/token) -> NLL of the density, nats per nm-coordinate.
 
         -log q(x) / 3A = mean_j [-log P_j(k_j)] + log h + log std.
         """
