@@ -110,6 +110,14 @@ def system_for(loaded, sequence=None, termini=None):
     return peptide.build(seq, termini)
 
 
+def _smc_options(args) -> dict:
+    if not 0.0 <= args.smc_threshold <= 1.0:
+        raise UsageError(f"--smc-threshold must be in [0, 1], got {args.smc_threshold}")
+    if args.method == "smc" and getattr(args, "no_reweight", False):
+        raise UsageError("--method smc weights particles as it grows them: drop --no-reweight")
+    return {"smc_threshold": args.smc_threshold, "smc_schedule": args.smc_schedule}
+
+
 def cmd_sample(args):
     from .pipeline import SampleConfig, run_sampling, write_outputs
 
@@ -117,7 +125,7 @@ def cmd_sample(args):
     pep = system_for(loaded, args.sequence, args.termini)
     cfg = SampleConfig(n=args.n, batch_size=args.batch_size, tau=args.temperature, seed=args.seed,
                        device=args.device, use_kv_cache=not args.no_kv_cache, method=args.method,
-                       reweight=not args.no_reweight)
+                       reweight=not args.no_reweight, **_smc_options(args))
     bar, progress = _tqdm_progress(args.n, "sample", "samples")
     try:
         result = run_sampling(loaded, pep, cfg, progress=lambda stage, done, total:
@@ -141,7 +149,8 @@ def cmd_evaluate(args):
     except (OSError, ValueError) as e:
         raise UsageError(f"--reference {args.reference}: {e}") from None
     cfg = SampleConfig(n=args.n_proposals, batch_size=args.batch_size, tau=args.temperature,
-                       seed=args.seed, device=args.device, method=args.method)
+                       seed=args.seed, device=args.device, method=args.method,
+                       **_smc_options(args))
     bar, progress = _tqdm_progress(args.n_proposals, "sample", "samples")
     try:
         result = run_sampling(loaded, pep, cfg, progress=lambda stage, done, total:
@@ -159,6 +168,30 @@ def cmd_evaluate(args):
           f"{m['reweighted']['e_w2']:.3f} T-W2 {m['reweighted']['t_w2']:.3f} TICA-W2 "
           f"{m['reweighted']['tica_w2']:.3f} (noise floor {m['noise_floor']['e_w2']:.3f} / "
           f"{m['noise_floor']['t_w2']:.3f} / {m['noise_floor']['tica_w2']:.3f}) -> {args.out}")
+
+
+BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
+
+
+def available_benchmarks() -> list[str]:
+    return sorted(p.stem for p in BENCH_DIR.glob("*.py") if not p.stem.startswith("_"))
+
+
+def cmd_bench(args):
+    import importlib.util
+
+    names = args.names or available_benchmarks()
+    unknown = set(names) - set(available_benchmarks())
+    if unknown:
+        raise UsageError(f"unknown benchmark {sorted(unknown)[0]!r}; available: "
+                         f"{', '.join(available_benchmarks()) or 'none (run from a source checkout)'}")
+    for name in names:
+        spec = importlib.util.spec_from_file_location(f"arbg_bench_{name}", BENCH_DIR / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        t0 = time.perf_counter()
+        module.run(out_dir=args.out)
+        print(f"{name}: {time.perf_counter() - t0:.0f} s -> {Path(args.out) / name}*.json")
 
 
 def add_commands(sub, usage_error):
@@ -198,6 +231,10 @@ def add_commands(sub, usage_error):
     p.add_argument("--temperature", type=float, default=None,
                    help="sampling temperature tau (default: the model card's)")
     p.add_argument("--method", choices=("snis", "smc"), default="snis")
+    p.add_argument("--smc-threshold", type=float, default=0.5, metavar="F",
+                   help="SMC: resample when the normalized ESS falls below F (0: never)")
+    p.add_argument("--smc-schedule", choices=("constant", "linear"), default="constant",
+                   help="SMC twist exp(-lambda_r u_r): lambda_r = 1 or r/R")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--no-kv-cache", action="store_true", help="re-encode the prefix (benchmarks)")
@@ -218,7 +255,17 @@ def add_commands(sub, usage_error):
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--temperature", type=float, default=None, help="tau (default: the card's)")
     p.add_argument("--method", choices=("snis", "smc"), default="snis")
+    p.add_argument("--smc-threshold", type=float, default=0.5, metavar="F",
+                   help="SMC: resample when the normalized ESS falls below F (0: never)")
+    p.add_argument("--smc-schedule", choices=("constant", "linear"), default="constant",
+                   help="SMC twist exp(-lambda_r u_r): lambda_r = 1 or r/R")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("bench", help="run benchmarks, results as JSON",
+                       description="Benchmarks from the bench/ folder; each writes OUT/NAME*.json.")
+    p.add_argument("names", nargs="*", metavar="NAME", help="which ones (default: all)")
+    p.add_argument("--out", default="results", metavar="DIR")
+    p.set_defaults(func=cmd_bench)

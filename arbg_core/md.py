@@ -153,6 +153,23 @@ def run_md(topology, xyz: np.ndarray, out_dir: str | os.PathLike, config: MDConf
     return out
 
 
+class quiet_stdout:
+    """Silence C-level stdout (mdtraj's DCD plugin prints a banner on every file it opens)."""
+
+    def __enter__(self):
+        import sys
+
+        sys.stdout.flush()
+        self._saved = os.dup(1)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+
+    def __exit__(self, *exc):
+        os.dup2(self._saved, 1)
+        os.close(self._saved)
+
+
 def load_run(out_dir: str | os.PathLike, stride: int = 1):
     """Load an `arbg md` folder (or a folder of replica_* folders) as one mdtraj Trajectory."""
     import mdtraj as md
@@ -166,7 +183,8 @@ def load_run(out_dir: str | os.PathLike, stride: int = 1):
             raise FileNotFoundError(f"{run} is not an arbg md folder (no state.json)")
         chunks = [run / f"chunk_{k:05d}.dcd" for k in range(state["chunks_done"])]
         if chunks:
-            trajs.append(md.load(chunks, top=str(run / "topology.pdb"), stride=stride))
+            with quiet_stdout():
+                trajs.append(md.load(chunks, top=str(run / "topology.pdb"), stride=stride))
     if not trajs:
         raise ValueError(f"{out} has no finished frames yet")
     return md.join(trajs, check_topology=True, discard_overlapping_frames=False)

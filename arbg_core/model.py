@@ -231,7 +231,7 @@ class Attention(nn.Module):
         dropout = self.cfg.dropout if self.training else 0.0
         if k.shape[2] == t:  # no earlier positions: plain causal attention
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
-        elif t == 1:  # one new query sees the whole prefix
+        elif t == 1:  # decoding: one new query sees the whole prefix
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
         else:  # a block of t new queries after `start` cached positions
             qpos = torch.arange(start, start + t, device=x.device)[:, None]

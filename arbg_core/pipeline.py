@@ -38,6 +38,8 @@ class SampleConfig:
     reweight: bool = True
     clip_fraction: float = 0.002
     energy_chunk: int = 500
+    smc_threshold: float = 0.5  # resample when the normalized ESS falls below this (0: never)
+    smc_schedule: str | tuple[float, ...] = "constant"  # twist lambda_r: constant | linear | values
 
 
 @dataclass
@@ -81,8 +83,10 @@ def run_sampling(loaded: LoadedModel, pep: Peptide, cfg: SampleConfig = SampleCo
     """Draw `cfg.n` proposals from the model and (optionally) reweight them to exp(-u)."""
     if cfg.n < 1:
         raise ValueError("the number of samples must be at least 1")
-    if cfg.method != "snis":
-        from .smc import run_smc  # noqa: F401  (raises ImportError until SMC lands)
+    if cfg.method not in ("snis", "smc"):
+        raise ValueError(f"unknown sampling method {cfg.method!r}; choose snis or smc")
+    if cfg.method == "smc" and not cfg.reweight:
+        raise ValueError("SMC weights particles as it grows them: it cannot run without energies")
     tau = float(cfg.tau) if cfg.tau is not None else default_tau(loaded)
     if not 0.05 <= tau <= 5.0:
         raise ValueError(f"temperature tau={tau} is outside the sensible range 0.05..5")
@@ -91,6 +95,11 @@ def run_sampling(loaded: LoadedModel, pep: Peptide, cfg: SampleConfig = SampleCo
     timings = {}
     report = progress or (lambda *a: None)
 
+    if cfg.method == "smc":
+        em = energy_model or EnergyModel(pep.topology, preset)
+        xyz, log_q, ensemble = _run_smc(loaded, pep, cfg, tau, device, em, report, timings)
+        return SampleResult(pep, cfg, tau, preset, str(device), loaded.path.name, xyz, log_q,
+                            ensemble, timings)
     t0 = time.perf_counter()
     xyz, log_q = sample(loaded.model, loaded.tokenizer, pep.features, cfg.n, tau=tau, seed=cfg.seed,
                         batch_size=cfg.batch_size, device=device, use_kv_cache=cfg.use_kv_cache,
@@ -120,6 +129,40 @@ def run_sampling(loaded: LoadedModel, pep: Peptide, cfg: SampleConfig = SampleCo
         report("reweight", 1, 1)
     return SampleResult(pep, cfg, tau, preset, str(device), loaded.path.name, xyz, log_q, ensemble,
                         timings)
+
+
+def _run_smc(loaded, pep, cfg, tau, device, em, report, timings):
+    """Twisted SMC (smc.py) in independent populations of cfg.batch_size particles (one KV cache
+    each), combined by their Z_hat. Returns the final particles as drawn, their log q, ensemble."""
+    import torch
+
+    from .sampling import BlockProposal
+    from .smc import smc_population, to_ensemble
+
+    centers = chiral_centers(pep.topology)
+    signs = handedness(pep.xyz[None], centers)[0]
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    R = len(pep.residue_blocks)
+    t0 = time.perf_counter()
+    pops = []
+    for first in range(0, cfg.n, cfg.batch_size):
+        k = min(cfg.batch_size, cfg.n - first)
+        proposal = BlockProposal(loaded.model, loaded.tokenizer, pep.features, k,
+                                 pep.residue_blocks, tau=tau, generator=generator, device=device)
+
+        def progress(stage, r, _R, first=first, k=k):
+            report(stage, first + k * r // R, cfg.n)
+
+        pops.append(smc_population(proposal, em.partial_energy, em.reduced_energy, R,
+                                   threshold=cfg.smc_threshold, schedule=cfg.smc_schedule, rng=rng,
+                                   centers=centers, reference_signs=signs, progress=progress))
+    ensemble = to_ensemble(pops, cfg.clip_fraction)
+    timings["sample"] = ensemble.extras["time_generation_s"]
+    timings["energy_and_reweight"] = time.perf_counter() - t0 - timings["sample"]
+    report("reweight", 1, 1)
+    xyz = np.concatenate([p.xyz_drawn for p in pops])
+    return xyz, ensemble.log_q, ensemble
 
 
 def write_outputs(result: SampleResult, out_dir: str | Path) -> dict:

@@ -57,9 +57,16 @@ def inference(model: ArBG, device: torch.device, bf16: bool | None = None):
 
 
 def _draw(logits: torch.Tensor, tau: float, generator: torch.Generator | None):
-    """logits (B, V) -> (bins (B,) long, log P(bin) (B,) float64) at temperature tau."""
+    """logits (B, V) -> (bins (B,) long, log P(bin) (B,) float64) at temperature tau.
+
+    Inverse-CDF sampling: one uniform per row against the cumulative probabilities. Exact, and
+    on CPU ~20x cheaper than torch.multinomial, which draws an exponential per bin.
+    """
     logp = torch.log_softmax(logits.float() / tau, dim=-1)  # (B, V) fp32
-    k = torch.multinomial(logp.exp(), 1, generator=generator)  # (B, 1)
+    cdf = logp.exp().cumsum(dim=-1)  # (B, V)
+    u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device) * cdf[:, -1:]
+    # side="right": c[k-1] <= u < c[k], so the chosen bin always has P > 0.
+    k = torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[1] - 1)  # (B, 1)
     return k.squeeze(1), logp.gather(1, k).squeeze(1).double()
 
 
@@ -167,3 +174,68 @@ def log_prob(model: ArBG, tokenizer: Tokenizer, features: AtomFeatures, xyz: np.
             bins, _ = tokenizer.encode(xyz[first:first + batch_size], center=center)
             out.append(bins_log_prob(model, bins.to(device), cond, tau).cpu().numpy() + jac)
     return np.concatenate(out) if out else np.zeros(0, np.float64)
+
+
+class BlockProposal:
+    """The model as twisted SMC's proposal (smc.py): n particles grown one residue block at a time.
+
+    The one place SMC touches the model. It owns the particles' KV cache, bins (n, T) and
+    accumulated log q (n,). `proposal(r)`, r = 1..R in order, generates the atoms of
+    blocks[r - 1] = [start, stop), tokens [3 start, 3 stop), and returns their coordinates
+    xyz (n, stop - start, 3) float32 nm (uniformly dequantized with the generator, not centered)
+    and the log q increment (n,) float64: the block's log P_j plus its share of the Jacobian, so
+    the increments of all blocks sum to log q(x) as `sample` returns it. `reorder(indices)`
+    applies SMC resampling to the cache, bins and log q together.
+    """
+
+    def __init__(self, model: ArBG, tokenizer: Tokenizer, features: AtomFeatures, n: int,
+                 blocks, tau: float = 1.0, generator: torch.Generator | None = None,
+                 seed: int = 0, device: str | torch.device = "auto", bf16: bool | None = None):
+        self.model, self.tokenizer, self.tau, self.bf16 = model, tokenizer, float(tau), bf16
+        self.device = resolve_device(device)
+        self.generator = generator or torch.Generator(device=self.device).manual_seed(seed)
+        self.blocks = [(int(a), int(b)) for a, b in blocks]
+        self.cond = conditioning(features, device=self.device)
+        T = self.cond.n_tokens
+        if T > model.cfg.max_tokens:
+            raise ValueError(f"{T // 3} atoms exceed the model's max_atoms {model.cfg.max_atoms}")
+        if self.blocks[0][0] != 0 or self.blocks[-1][1] != features.n_atoms or any(
+                a[1] != b[0] for a, b in zip(self.blocks, self.blocks[1:])):
+            raise ValueError("blocks must tile the atoms [0, n_atoms) in order")
+        with inference(model, self.device, bf16) as dtype:
+            self.cache = KVCache(model.cfg, n, T, device=self.device, dtype=dtype)
+        self.bins = torch.zeros(n, T, dtype=torch.long, device=self.device)
+        self.log_q = np.zeros(n, dtype=np.float64)
+        self.n_blocks_done = 0
+        self.n_evaluations = 0  # conditionals evaluated: particles x tokens
+
+    @property
+    def n(self) -> int:
+        return int(self.bins.shape[0])
+
+    def __call__(self, r: int) -> tuple[np.ndarray, np.ndarray]:
+        if r != self.n_blocks_done + 1:
+            raise ValueError(f"block {r} requested after {self.n_blocks_done} blocks")
+        start, stop = 3 * self.blocks[r - 1][0], 3 * self.blocks[r - 1][1]  # token range
+        if start == 0:
+            last = torch.full((self.n,), self.model.bos, dtype=torch.long, device=self.device)
+        else:
+            last = self.bins[:, start - 1]
+        with inference(self.model, self.device, self.bf16):
+            new, lp = extend(self.model, self.cond, self.cache, last, start, stop, self.tau,
+                             self.generator)
+            self.bins[:, start:stop] = new
+            xyz = self.tokenizer.decode(new, self.generator).cpu().numpy()  # (n, A_r, 3)
+        inc = lp.cpu().numpy() + self.tokenizer.log_jacobian((stop - start) // 3)
+        self.log_q = self.log_q + inc
+        self.n_blocks_done = r
+        self.n_evaluations += self.n * (stop - start)
+        return xyz, inc
+
+    def reorder(self, indices) -> None:
+        """Particle i becomes old particle indices[i] (repeats allowed; n may change)."""
+        idx = torch.as_tensor(np.asarray(indices), dtype=torch.long, device=self.device)
+        with inference(self.model, self.device, self.bf16):
+            self.cache.reorder(idx)
+            self.bins = self.bins.index_select(0, idx)
+        self.log_q = self.log_q[np.asarray(indices)]

@@ -34,7 +34,7 @@ class TrainConfig:
     steps: int = 10_000
     batch_size: int = 256
     lr: float = 1e-3
-    muon_lr: float = 0.02
+    muon_lr: float | None = None  # None: lr (Muon's update is RMS-matched to AdamW's)
     weight_decay: float = 0.01
     warmup_steps: int = 200
     min_lr_ratio: float = 0.05
@@ -63,7 +63,7 @@ def _optimizers(model: ArBG, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
         matrices = [p for n, p in model.named_parameters() if p.ndim == 2 and ".blocks." in f".{n}"]
         ids = {id(p) for p in matrices}
         rest = [p for p in model.parameters() if id(p) not in ids]
-        return [torch.optim.Muon(matrices, lr=cfg.muon_lr, weight_decay=cfg.weight_decay,
+        return [torch.optim.Muon(matrices, lr=cfg.muon_lr or cfg.lr, weight_decay=cfg.weight_decay,
                                  adjust_lr_fn="match_rms_adamw"),
                 torch.optim.AdamW(rest, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))]
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose adamw or muon")
