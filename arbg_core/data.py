@@ -110,7 +110,8 @@ def time_block_split(n_frames: int, fractions=SPLIT) -> tuple[slice, slice, slic
 def prepare(sources: list[str], top: str | None = None, stride: int = 1, fractions=SPLIT,
             system: dict | None = None) -> FrameData:
     """Load trajectories, split each replica by time blocks, and pool the blocks."""
-    trajs = [t for s in sources for t in load_source(s, top, stride)]
+    per_source = [(str(s), load_source(s, top, stride)) for s in sources]
+    trajs = [t for _, ts in per_source for t in ts]
     if not trajs:
         raise ValueError("no frames found in " + ", ".join(map(str, sources)))
     ref = trajs[0].topology
@@ -126,7 +127,9 @@ def prepare(sources: list[str], top: str | None = None, stride: int = 1, fractio
     pdb_text = pdb_text_of(trajs[0][0])
     meta = {"sources": [str(s) for s in sources], "stride": stride, "fractions": list(fractions),
             "frames": {k: int(len(v)) for k, v in xyz.items()},
-            "replicas": len(trajs), "system": system}
+            "replicas": len(trajs), "system": system,
+            # frames per replica at preparation time: later frames of a growing run are unseen
+            "replica_frames": {name: [int(t.n_frames) for t in ts] for name, ts in per_source}}
     return FrameData(xyz["train"], xyz["val"], xyz["test"], atom_features(ref), pdb_text, meta)
 
 
