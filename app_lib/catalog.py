@@ -1,7 +1,7 @@
 """Shipped models and the systems they serve.
 
-A single-system model serves exactly its (sequence, termini); a transferable model serves any
-sequence within the lengths its card states (default: what the peptide builder supports).
+A single-system model serves exactly its (sequence, termini); a transferable model serves the
+termini and lengths its config states (`checkpoint.check_serves` decides, as for the CLI).
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from arbg_core.peptide import MAX_LENGTH, TERMINI, system_name
+from arbg_core.checkpoint import check_serves, preset_of
+from arbg_core.peptide import TERMINI, system_name
 
 NAMED_SYSTEMS = {("A", "capped"): "alanine dipeptide (Ace-Ala-Nme)"}
 DEFAULT_SYSTEM = ("A", "capped")
@@ -32,11 +33,11 @@ class ModelEntry:
 
     @property
     def transferable(self) -> bool:
-        return bool(self.config.get("transferable")) or self.system is None
+        return self.system is None
 
     @property
     def preset(self) -> str:
-        return (self.config.get("system") or {}).get("preset") or "amber99sbildn-obc"
+        return preset_of(self.config)
 
     @property
     def tau(self) -> float:
@@ -50,14 +51,19 @@ class ModelEntry:
         return str(self.card.get("name") or self.name)
 
     def serves(self, sequence: str, termini: str) -> bool:
-        if not self.transferable:
-            return self.system == (sequence, termini)
-        lo, hi = self.card.get("min_length", 1), self.card.get("max_length", MAX_LENGTH)
-        return lo <= len(sequence) <= hi
+        return self.why_not(sequence, termini) is None
+
+    def why_not(self, sequence: str, termini: str) -> str | None:
+        """None if this model can sample the system, else what it covers instead."""
+        try:
+            check_serves(self.config, sequence, termini, self.name)
+        except ValueError as e:
+            return str(e)
+        return None
 
     def describe(self) -> str:
         """One line for the model picker (card fields, all optional)."""
-        bits = [self.title]
+        bits = [self.title] + (["transferable"] if self.transferable else [])
         if self.card.get("steps"):
             bits.append(f"{self.card['steps']} training steps")
         bits.append(f"tau {self.tau:g}")
@@ -89,6 +95,11 @@ def models_for(entries: list[ModelEntry], sequence: str, termini: str) -> list[M
     """Models that can sample this system: single-system matches first, then transferable ones."""
     exact = [e for e in entries if not e.transferable and e.serves(sequence, termini)]
     return exact + [e for e in entries if e.transferable and e.serves(sequence, termini)]
+
+
+def transferable_limits(entries: list[ModelEntry], sequence: str, termini: str) -> list[str]:
+    """What each transferable model covers, for a system none of them serves."""
+    return [m for m in (e.why_not(sequence, termini) for e in entries if e.transferable) if m]
 
 
 def build_commands(sequence: str, termini: str, ns: int = 100) -> str:

@@ -18,7 +18,8 @@ from arbg_core.pipeline import SampleConfig, SampleResult, run_sampling
 
 STATUS_NAMES = {0: "kept", 1: "mirrored", 2: "dropped"}
 STAGE_TEXT = {"sample": "Drawing samples from the model", "mirror": "Scoring mirror images (exact density)",
-              "energy": "Force-field energies (OpenMM)", "reweight": "Reweighting"}
+              "energy": "Force-field energies (OpenMM)", "reweight": "Reweighting",
+              "smc": "Twisted SMC, residue by residue (model + partial energies)"}
 
 
 @dataclass
@@ -66,9 +67,11 @@ class AppRun:
         return [str(residues[i]) for i in self.angles()[2]]
 
     def top_indices(self, k: int) -> np.ndarray:
-        """Indices of the k highest-weight samples (weight > 0 only), heaviest first."""
-        order = np.argsort(-self.weights, kind="stable")
-        return order[: min(k, int(np.sum(self.weights > 0)))]
+        """Indices of the k samples with the largest log weight (finite only), heaviest first.
+        Ranked by log w, so samples whose normalized weight underflows to 0 still rank."""
+        log_w = self.ensemble.log_w
+        finite = np.flatnonzero(np.isfinite(log_w))
+        return finite[np.argsort(-log_w[finite], kind="stable")][:k]
 
     def resampled(self, k: int, seed: int = 0) -> np.ndarray:
         """k indices drawn in proportion to the weights (systematic), i.e. an unweighted ensemble."""
@@ -95,10 +98,15 @@ class AppRun:
             ("ESS", f"{ens.ess:.1f} ({ens.ess_fraction:.2%})",
              "effective sample size: worth this many independent Boltzmann samples"),
             ("largest weight", f"{ens.max_weight:.3g}", "normalized; near 1 means one sample dominates"),
+            ("method", ens.method.upper(), "SNIS: importance sampling; SMC: twisted sequential Monte Carlo"),
         ]
-        times = {**{f"{k} (s)": v for k, v in self.prep_timings.items()},
-                 **{f"{k} (s)": v for k, v in r.timings.items()}}
-        rows += [(f"time: {k}", f"{v:.2f}", "wall clock") for k, v in times.items()]
+        if "n_resamples" in ens.extras:
+            rows.append(("SMC resampling steps", ens.extras["n_resamples"],
+                         "times the particles were resampled between residues"))
+        stages = {"sample": "drawing samples (model)",
+                  "energy_and_reweight": "mirror scoring + energies + weights"}
+        times = {**self.prep_timings, **{stages.get(k, k): v for k, v in r.timings.items()}}
+        rows += [(f"time: {k}", f"{v:.2f} s", "wall clock") for k, v in times.items()]
         return [{"quantity": q, "value": str(v), "meaning": m} for q, v, m in rows]
 
 
@@ -108,6 +116,7 @@ class Job:
     def __init__(self, loaded, pep, cfg: SampleConfig, label: str):
         self.label = label
         self.cfg = cfg
+        self.meta: dict = {}  # model_name, settings, prep_timings: what AppRun needs besides the result
         self.result: SampleResult | None = None
         self.error: BaseException | None = None
         self.started = time.monotonic()
@@ -123,7 +132,9 @@ class Job:
     def _report(self, stage: str, done: int, total: int) -> None:
         with self._lock:
             p = self._progress
-            if stage == "sample" and done >= total:
+            if self.cfg.method == "smc" and stage in ("sample", "energy"):
+                stage = "smc"  # blocks alternate generation and partial energies: one stage
+            elif stage == "sample" and done >= total:
                 stage, done, total = "mirror", 0, 1  # next comes the teacher-forced mirror pass
             if stage != p["stage"]:
                 p.update(stage=stage, since=time.monotonic())
@@ -151,7 +162,7 @@ class Job:
         stage_s = now - p["since"]
         eta = stage_s * (1 - frac) / frac if 0 < frac < 1 else None
         text = f"{STAGE_TEXT.get(p['stage'], p['stage'])}"
-        if p["stage"] in ("sample", "energy"):
+        if p["stage"] in ("sample", "energy", "smc"):
             text += f": {p['done']:,} / {p['total']:,}"
         text += f" — ETA {eta:.0f} s" if eta is not None else ""
         return {**p, "fraction": min(max(frac, 0.0), 1.0), "eta_s": eta,

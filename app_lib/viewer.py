@@ -8,12 +8,15 @@ alphabet, and the finished page is checked to hold exactly the scripts we wrote.
 
 from __future__ import annotations
 
+import html
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 
 JS_URL = "/app/static/3Dmol-min.js"  # served by Streamlit from static/ (enableStaticServing)
+JS_FILE = Path(__file__).resolve().parent.parent / "static" / "3Dmol-min.js"  # `make setup` puts it there
 # One colour per residue, cycled (colour-blind-safe Okabe-Ito, then a few more).
 RESIDUE_COLORS = ("#E69F00", "#56B4E9", "#009E73", "#D55E00", "#CC79A7", "#0072B2", "#F0E442",
                   "#999999", "#882255", "#44AA99")
@@ -94,12 +97,21 @@ def viewer_html(topology, xyz: np.ndarray, mode: str = "animate", color: str = "
         view.setStyle({}, {"stick": {"radius": 0.15, "colorscheme": "Jmol"}})
     view.zoomTo()
     page = view.write_html()  # one <script> block, ids made unique by py3Dmol
+    if color == "residue":
+        page += _legend(topology)
     n = len(xyz)
     if mode == "animate":
         labels = [str(s) for s in (frame_labels or [f"frame {i + 1}" for i in range(n)])]
         page += _player(view.uniqueid, n, fps, labels)
     _check_scripts(page, expected=2 if mode == "animate" else 1)
     return page
+
+
+def _legend(topology) -> str:
+    """Residue colour key; names pass the same alphabet check as the PDB text, then html.escape."""
+    items = [f'<span style="color:{RESIDUE_COLORS[r.index % len(RESIDUE_COLORS)]}">&#9632;</span> '
+             f'{html.escape(_token(r.name, "UNK"))}{r.index + 1}' for r in topology.residues]
+    return f'<div style="font:13px sans-serif;margin-top:4px">{" &nbsp; ".join(items)}</div>'
 
 
 def _player(uid: str, n: int, fps: float, labels: list[str]) -> str:
@@ -125,9 +137,10 @@ $3Dmolpromise.then(function() {{
     v.setFrame(i).then(function() {{ v.render(); }});
     count.textContent = "frame " + (i + 1) + " / " + n + " \u2014 " + labels[i];
   }}
+  function step(d) {{ playing = false; play.textContent = "Play"; show(i + d); }}
   play.onclick = function() {{ playing = !playing; play.textContent = playing ? "Pause" : "Play"; }};
-  document.getElementById("prev_{uid}").onclick = function() {{ playing = false; play.textContent = "Play"; show(i - 1); }};
-  document.getElementById("next_{uid}").onclick = function() {{ playing = false; play.textContent = "Play"; show(i + 1); }};
+  document.getElementById("prev_{uid}").onclick = function() {{ step(-1); }};
+  document.getElementById("next_{uid}").onclick = function() {{ step(1); }};
   if (n < 2) play.disabled = true;
   show(0);
   setInterval(function() {{ if (playing) show(i + 1); }}, {ms});

@@ -113,6 +113,33 @@ def read_config(path: str | os.PathLike) -> dict:
     return config
 
 
+def preset_of(config: dict, default: str = "amber99sbildn-obc") -> str:
+    """The force-field preset a model's training data came from."""
+    return ((config.get("system") or {}).get("preset")
+            or (config.get("extra") or {}).get("preset") or default)
+
+
+def check_serves(config: dict, sequence: str, termini: str, name: str = "this model") -> None:
+    """Raise ValueError, naming what the model covers, if it cannot sample `sequence`
+    (normalized one-letter codes) with `termini`: a per-system model serves its own system, a
+    transferable one the termini and range of lengths in config["extra"] (any, if not stated)."""
+    own = config.get("system")
+    if own is not None:
+        if (sequence, termini) != (own["sequence"], own["termini"]):
+            raise ValueError(f"model {name} serves {own['sequence']} ({own['termini']}) only, "
+                             f"not {sequence} ({termini})")
+        return
+    extra = config.get("extra") or {}
+    covered, lengths = extra.get("termini"), extra.get("lengths")
+    if (covered is None or termini == covered) and (
+            not lengths or lengths[0] <= len(sequence) <= lengths[1]):
+        return
+    span = ("of any length" if not lengths else f"of length {lengths[0]}" if lengths[0] == lengths[1]
+            else f"of length {lengths[0]}-{lengths[1]}")
+    raise ValueError(f"model {name} samples {covered or 'all'} peptides {span} only (its trained "
+                     f"range), not {sequence} ({termini}, length {len(sequence)})")
+
+
 def read_card(path: str | os.PathLike) -> dict:
     file = Path(path) / CARD
     if not file.is_file():

@@ -93,13 +93,18 @@ def cmd_md(args):
                       warmup_ps=args.warmup_ps)
     out = Path(args.out)
     if args.sequences is not None:
-        seqs = [s.split()[0] for s in Path(args.sequences).read_text().splitlines()
-                if s.strip() and not s.startswith("#")]
+        from .data import read_sequence_list
+
+        try:
+            listed = read_sequence_list(args.sequences)
+        except (OSError, ValueError) as e:
+            raise UsageError(f"--sequences: {e}") from None
+        seqs = [s for s, _ in listed]
         i, n = _parse_shard(args.shard) if args.shard else (0, 1)
         jobs = [(s, args.termini, out / s, replace(config, seed=args.seed + k))
                 for k, s in enumerate(seqs) if k % n == i]
         manifest = {"sequences": seqs, "termini": args.termini, "config": config.__dict__,
-                    "seeds": "seed + index in the sequence file"}
+                    "seeds": "seed + index in the sequence file", "roles": dict(listed)}
         out.mkdir(parents=True, exist_ok=True)
         (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
         for job in jobs:
@@ -129,7 +134,8 @@ def build_parser():
                        description="Reference MD. Rerun the same command to resume a killed run.")
     p.add_argument("sequence", metavar="SEQ", nargs="?", help="one-letter codes")
     _add_system_flags(p, sequence_required=False)
-    p.add_argument("--sequences", metavar="FILE", help="corpus mode: one sequence per line")
+    p.add_argument("--sequences", metavar="FILE",
+                   help="corpus mode: one sequence per line, optionally with its role train|val|test")
     p.add_argument("--shard", metavar="i/n", help="corpus mode: run every n-th sequence from i")
     p.add_argument("--preset", default="amber99sbildn-obc", choices=("amber99sbildn-obc", "amber14-obc1"))
     p.add_argument("--temperature", type=float, default=None, metavar="K",

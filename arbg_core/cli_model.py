@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
 UsageError = Exception  # replaced by cli.UsageError in add_commands
 
 
+def _is_main_process() -> bool:
+    """False on the other ranks of a torchrun job: only rank 0 reports."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _tqdm_progress(total, desc, unit="it"):
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
+    bar = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True,
+               disable=not _is_main_process())
 
     def progress(done, total_, info=None):
         if total_ != bar.total:
@@ -41,9 +48,17 @@ def _load_data(args):
     return fd
 
 
+def _train_config(args):
+    from .train import TrainConfig
+
+    return TrainConfig(size=args.size, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                       optimizer=args.optimizer, seed=args.seed, n_bins=args.bins,
+                       val_every=args.val_every, save_every=args.val_every)
+
+
 def cmd_train(args):
     from .model import ArBG, ModelConfig
-    from .train import TrainConfig, train
+    from .train import train
 
     if args.dry_run:
         for name in ("tiny", "small", "base", "large"):
@@ -52,24 +67,52 @@ def cmd_train(args):
             print(f"{name:6s} {n / 1e6:8.2f}M parameters  (d={cfg.d_model}, layers={cfg.n_layers}, "
                   f"heads={cfg.n_heads}, bins={cfg.n_bins})")
         return
-    if args.transferable:
-        raise UsageError("--transferable: the sequence-conditioned corpus trainer is not in this "
-                         "release yet; train a per-system model without it")
     if not args.data or not args.out:
         raise UsageError("train needs --data and --out (or --dry-run)")
+    if args.transferable:
+        return _train_transferable(args)
     data = _load_data(args)
     if args.save_data:
         data.save(args.save_data)
-    cfg = TrainConfig(size=args.size, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                      optimizer=args.optimizer, seed=args.seed, n_bins=args.bins,
-                      val_every=args.val_every, save_every=args.val_every)
     bar, progress = _tqdm_progress(args.steps, "train", "step")
     try:
-        summary = train(data, args.out, cfg, resume=args.resume, device=args.device, progress=progress)
+        summary = train(data, args.out, _train_config(args), resume=args.resume,
+                        device=args.device, progress=progress)
     finally:
         bar.close()
-    print(f"best val NLL {summary['best_val_nll']:.4f} nats/coord, "
-          f"{summary['tokens_per_s']:.0f} tokens/s on {summary['device']} -> {args.out}")
+    if _is_main_process():
+        print(f"best val NLL {summary['best_val_nll']:.4f} nats/coord, "
+              f"{summary['tokens_per_s']:.0f} tokens/s on {summary['device']} -> {args.out}")
+
+
+def _train_transferable(args):
+    """--data is a prepared corpus or an `arbg md --sequences` folder (prepared on the fly into
+    --save-data, default OUT/corpus)."""
+    from .data import Corpus
+    from .train import train_transferable
+
+    root = Path(args.data[0])
+    marks = ("corpus.json", "manifest.json")
+    if len(args.data) != 1 or not any((root / f).is_file() for f in marks):
+        raise UsageError("--transferable takes one --data folder: a prepared corpus (corpus.json) "
+                         "or an `arbg md --sequences` output folder (manifest.json)")
+    if (root / "corpus.json").is_file():
+        try:
+            root = Corpus(root)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    bar, progress = _tqdm_progress(args.steps, "train", "step")
+    try:
+        summary = train_transferable(root, args.out, _train_config(args), resume=args.resume,
+                                     device=args.device, progress=progress, stride=args.stride,
+                                     corpus_dir=args.save_data)
+    finally:
+        bar.close()
+    if _is_main_process():
+        lo, hi = summary["lengths"]
+        print(f"transferable ({summary['termini']}, lengths {lo}-{hi}): best val NLL "
+              f"{summary['best_val_nll']:.4f} nats/coord, {summary['tokens_per_s']:.0f} tokens/s "
+              f"on {summary['device']} -> {args.out}")
 
 
 def _count_large(cfg):
@@ -92,21 +135,20 @@ def load_model(name_or_path, device="cpu"):
 
 def system_for(loaded, sequence=None, termini=None):
     """The peptide a model samples: its own system, or a requested sequence it supports."""
-    from . import peptide
+    from . import checkpoint, peptide
 
     own = loaded.config.get("system")
     if sequence is None:
         if own is None:
             raise UsageError("this model is transferable: give --sequence")
         sequence, termini = own["sequence"], own["termini"]
-    termini = termini or (own or {}).get("termini") or "zwitterionic"
+    termini = (termini or (own or {}).get("termini")
+               or (loaded.config.get("extra") or {}).get("termini") or "zwitterionic")
     try:
         seq = peptide.normalize_sequence(sequence, termini)
+        checkpoint.check_serves(loaded.config, seq, termini, loaded.path.name)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    if own is not None and (seq, termini) != (own["sequence"], own["termini"]):
-        raise UsageError(f"model {loaded.path.name} serves {own['sequence']} ({own['termini']}) "
-                         f"only, not {seq} ({termini})")
     return peptide.build(seq, termini)
 
 
@@ -200,13 +242,17 @@ def add_commands(sub, usage_error):
     UsageError = usage_error
 
     p = sub.add_parser("train", help="train a model on MD frames",
-                       description="Train a per-system model. Rerun with --resume to continue.")
+                       description="Train a per-system model, or with --transferable a "
+                                   "sequence-conditioned one on a corpus. Rerun with --resume to "
+                                   "continue. Under torchrun it trains data-parallel (DDP).")
     p.add_argument("--data", nargs="+", metavar="DIR",
-                   help="arbg md folders, trajectory files (with --top) or one prepared .npz")
+                   help="arbg md folders, trajectory files (with --top) or one prepared .npz; "
+                        "with --transferable one corpus folder or `arbg md --sequences` folder")
     p.add_argument("--top", metavar="PDB", help="topology for trajectory files")
     p.add_argument("--stride", type=int, default=1, help="use every n-th frame")
     p.add_argument("--preset", default="amber99sbildn-obc", help="force field the data came from")
-    p.add_argument("--transferable", action="store_true", help="sequence-conditioned corpus model")
+    p.add_argument("--transferable", action="store_true",
+                   help="sequence-conditioned model on a corpus (fixed std, a = 4.5)")
     p.add_argument("--size", choices=("tiny", "small", "base", "large"), default="small")
     p.add_argument("--bins", type=int, default=None, help="bins per coordinate (default: size's)")
     p.add_argument("--steps", type=int, default=10_000)
@@ -217,7 +263,9 @@ def add_commands(sub, usage_error):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last")
-    p.add_argument("--save-data", metavar="FILE.npz", help="also write the prepared dataset")
+    p.add_argument("--save-data", metavar="FILE.npz",
+                   help="also write the prepared dataset (--transferable: the corpus folder to "
+                        "prepare into, default OUT/corpus)")
     p.add_argument("--dry-run", action="store_true", help="print parameter counts and exit")
     p.add_argument("--out", metavar="DIR")
     p.set_defaults(func=cmd_train)

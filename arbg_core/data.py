@@ -3,11 +3,19 @@
 A prepared dataset is one `.npz` (no mdtraj or OpenMM needed to train from it, so it travels to
 a GPU machine as is): `xyz_train`, `xyz_val`, `xyz_test` (n, A, 3) float32 nm, the per-atom
 features, the topology as PDB text, and a JSON `meta` (sources, split, system).
+
+A corpus (the transferable model's data) is a folder of such files, one per sequence, stored
+uncompressed so that frames are memory-mapped rather than read (DDP ranks on one node share the
+pages), plus `corpus.json`: termini, MD protocol and seeds, split, role (train / val / test) and
+frame counts of every sequence. `prepare_corpus` makes one from an `arbg md --sequences` folder.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import struct
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +25,13 @@ import torch
 from .peptide import AtomFeatures, atom_features
 
 SPLIT = (0.8, 0.1, 0.1)  # train / val / test fractions of each source, in time order
+# Zwitterionic dipeptides kept for external evaluation: never trained, validated or tuned on.
+# A corpus leaves them out whatever its termini (a capped KW would teach KW's side chains).
+RESERVED = ("KW", "ET", "FS", "MQ", "YD", "HV", "RN", "CL", "PG", "IA")
+ROLES = ("train", "val", "test")  # of a corpus sequence: trained on, tuned on, evaluated on
+CORPUS_FORMAT = 1
+
+log = logging.getLogger("arbg")
 
 
 @dataclass
@@ -41,11 +56,22 @@ class FrameData:
         with _temp_pdb(self.topology_pdb) as path:
             return md.load_pdb(path).topology
 
-    def save(self, path: str | Path) -> Path:
+    def sample_batch(self, batch_size: int, generator: torch.Generator | None = None):
+        """`batch_size` random training frames as [(features, xyz (B, A, 3) tensor)]."""
+        idx = torch.randint(len(self.xyz_train), (batch_size,), generator=generator)
+        return [(self.features, torch.from_numpy(self.xyz_train[idx.numpy()]))]
+
+    def validation_frames(self, max_frames: int):
+        """[(features, xyz)] of the first `max_frames` val frames (the train tail if none)."""
+        xyz = self.xyz_val[:max_frames] if len(self.xyz_val) else self.xyz_train[-max_frames:]
+        return [(self.features, xyz)]
+
+    def save(self, path: str | Path, compress: bool = True) -> Path:
+        """Write one .npz; `compress=False` lets `Corpus` memory-map the frames."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(
+        (np.savez_compressed if compress else np.savez)(
             tmp, xyz_train=self.xyz_train, xyz_val=self.xyz_val, xyz_test=self.xyz_test,
             element=self.features.element, atom_name=self.features.atom_name,
             residue_type=self.features.residue_type, residue_index=self.features.residue_index,
@@ -54,11 +80,36 @@ class FrameData:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "FrameData":
+    def load(cls, path: str | Path, mmap: bool = False) -> "FrameData":
+        """Read a .npz; with `mmap`, frames of an uncompressed file are memory-mapped (read-only)."""
         with np.load(path, allow_pickle=False) as z:
             feats = AtomFeatures(z["element"], z["atom_name"], z["residue_type"], z["residue_index"])
-            return cls(z["xyz_train"], z["xyz_val"], z["xyz_test"], feats, str(z["topology_pdb"]),
-                       json.loads(str(z["meta"])))
+            keys = ("xyz_train", "xyz_val", "xyz_test")
+            mapped = [_memmap_member(path, k) if mmap else None for k in keys]
+            xyz = [z[k] if m is None else m for k, m in zip(keys, mapped)]
+            return cls(*xyz, feats, str(z["topology_pdb"]), json.loads(str(z["meta"])))
+
+
+def _memmap_member(path: str | Path, key: str) -> np.ndarray | None:
+    """Memory-map array `key` of an uncompressed .npz (np.load cannot); None if compressed."""
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(key + ".npy")
+    if info.compress_type != zipfile.ZIP_STORED:
+        return None
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)  # the local file header: its name and extra field precede the data
+        name_len, extra_len = struct.unpack("<HH", local[26:30])
+        f.seek(info.header_offset + 30 + name_len + extra_len)
+        major, _ = np.lib.format.read_magic(f)
+        fmt = np.lib.format
+        read_header = fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+        offset = f.tell()
+    if 0 in shape:
+        return np.zeros(shape, dtype)
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape,
+                     order="F" if fortran else "C")
 
 
 class _temp_pdb:
@@ -148,3 +199,178 @@ def rotate(xyz: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
     """(B, A, 3) @ (B, 3, 3): rotate each frame about its centroid."""
     center = xyz.mean(dim=1, keepdim=True)
     return (xyz - center) @ rotations.transpose(1, 2) + center
+
+
+# ---------------------------------------------------------------- corpora of many sequences
+
+
+def read_sequence_list(path: str | Path) -> list[tuple[str, str]]:
+    """An `arbg md --sequences` file -> [(sequence, role)].
+
+    One sequence a line, optionally followed by its role (train | val | test; default train);
+    '#' starts a comment. A sequence listed twice is an error (it would share an MD folder).
+    """
+    out, seen = [], set()
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        role = words[1].lower() if len(words) > 1 else "train"
+        if len(words) > 2 or role not in ROLES:
+            raise ValueError(f"{path} line {n}: expected 'SEQUENCE [train|val|test]', "
+                             f"got {line.strip()!r}")
+        seq = words[0].upper()
+        if seq in seen:
+            raise ValueError(f"{path} line {n}: {seq} is listed twice")
+        seen.add(seq)
+        out.append((seq, role))
+    return out
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def prepare_corpus(md_root: str | Path, out_dir: str | Path, stride: int = 1, fractions=SPLIT,
+                   exclude=RESERVED, progress=None) -> "Corpus":
+    """An `arbg md --sequences` folder -> a corpus folder (module docstring); returns the Corpus.
+
+    Every sequence's frames are split by time blocks like `prepare`. Sequences in `exclude` and
+    those without finished frames (a shard not run yet) are left out with a logged warning and
+    listed in corpus.json. progress(done, total) counts sequences.
+    """
+    from .peptide import identify
+
+    md_root, out = Path(md_root), Path(out_dir)
+    file = md_root / "manifest.json"
+    if not file.is_file():
+        raise FileNotFoundError(f"{md_root} is not an `arbg md --sequences` folder "
+                                "(no manifest.json)")
+    manifest = json.loads(file.read_text())
+    termini, protocol, roles = manifest["termini"], manifest["config"], manifest.get("roles") or {}
+    blocked = {s.upper() for s in exclude}
+    entries, excluded, missing = {}, [], []
+    out.mkdir(parents=True, exist_ok=True)
+    for k, seq in enumerate(manifest["sequences"]):
+        state = md_root / seq / "state.json"
+        if seq.upper() in blocked:
+            log.warning("%s is reserved for external evaluation: left out of the corpus", seq)
+            excluded.append(seq)
+        elif not state.is_file() or json.loads(state.read_text())["frames_done"] == 0:
+            log.warning("%s has no finished MD frames in %s yet: left out of the corpus", seq,
+                        md_root)
+            missing.append(seq)
+        else:
+            fd = prepare([md_root / seq], stride=stride, fractions=fractions,
+                         system={"sequence": seq, "termini": termini, "preset": protocol["preset"]})
+            found = identify(fd.topology)
+            if found != (seq.upper(), termini):
+                raise ValueError(f"{md_root / seq} holds {found[0]} ({found[1]}), "
+                                 f"not {seq} ({termini})")
+            fd.save(out / f"{seq}.npz", compress=False)
+            run = json.loads((md_root / seq / "md.json").read_text())
+            entries[seq] = {"role": roles.get(seq, "train"), "file": f"{seq}.npz",
+                            "length": len(seq), "n_atoms": fd.n_atoms, "frames": fd.meta["frames"],
+                            "seed": run["config"]["seed"], "temperature_k": run["temperature_k"]}
+        if progress:
+            progress(k + 1, len(manifest["sequences"]))
+    _write_json(out / "corpus.json", {
+        "format": CORPUS_FORMAT, "termini": termini, "preset": protocol["preset"],
+        "protocol": protocol, "seeds": manifest.get("seeds"), "source": str(md_root.resolve()),
+        "stride": stride, "fractions": list(fractions),
+        "split": "time blocks of each sequence's run: first train, then val, then test",
+        "sequences": entries, "excluded": excluded, "missing": missing})
+    return Corpus(out)
+
+
+class Corpus:
+    """A prepared corpus folder; a sequence's file is opened (memory-mapped) when first used.
+
+    `sample_batch` and `validation_frames` return [(features, xyz)] groups, one per sequence,
+    like FrameData's, so one training loop serves both.
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        file = self.root / "corpus.json"
+        if not file.is_file():
+            raise FileNotFoundError(f"{self.root} is not a corpus (no corpus.json): prepare one "
+                                    "from an `arbg md --sequences` folder")
+        self.manifest = json.loads(file.read_text())
+        if self.manifest.get("format") != CORPUS_FORMAT:
+            raise ValueError(f"{file}: corpus format {self.manifest.get('format')} "
+                             f"is not {CORPUS_FORMAT}")
+        leaked = sorted(set(self.manifest["sequences"]) & set(RESERVED))
+        if leaked:
+            raise ValueError(f"{file} lists reserved sequences ({', '.join(leaked)}): they are for "
+                             "external evaluation only and never enter a corpus")
+        self._data: dict[str, FrameData] = {}
+
+    @property
+    def termini(self) -> str:
+        return self.manifest["termini"]
+
+    @property
+    def preset(self) -> str:
+        return self.manifest["preset"]
+
+    def sequences(self, role: str = "train", split: str | None = None) -> list[str]:
+        """Sequences of one role in manifest order (with frames in `split`, if given)."""
+        return [s for s, e in self.manifest["sequences"].items()
+                if e["role"] == role and (split is None or e["frames"][split] > 0)]
+
+    def lengths(self, role: str = "train") -> tuple[int, int]:
+        """(shortest, longest) sequence of a role, in residues."""
+        n = [len(s) for s in self.sequences(role)]
+        if not n:
+            raise ValueError(f"{self.root} has no {role} sequences")
+        return min(n), max(n)
+
+    def data(self, sequence: str) -> FrameData:
+        if sequence not in self._data:
+            entry = self.manifest["sequences"][sequence]
+            self._data[sequence] = FrameData.load(self.root / entry["file"], mmap=True)
+        return self._data[sequence]
+
+    def sample_batch(self, batch_size: int, generator: torch.Generator | None = None,
+                     role: str = "train", split: str = "train"):
+        """`batch_size` random frames as [(features, xyz (n, A, 3) tensor)], one group per sequence
+        drawn; each frame's sequence is uniform over the role's sequences, then its frame."""
+        seqs = self.sequences(role, split)
+        if not seqs:
+            raise ValueError(f"{self.root} has no {split} frames of {role} sequences")
+        counts = torch.bincount(torch.randint(len(seqs), (batch_size,), generator=generator),
+                                minlength=len(seqs))
+        groups = []
+        for i in counts.nonzero().flatten().tolist():
+            d = self.data(seqs[i])
+            xyz = getattr(d, f"xyz_{split}")
+            idx = torch.randint(len(xyz), (int(counts[i]),), generator=generator)
+            groups.append((d.features, torch.from_numpy(np.ascontiguousarray(xyz[idx.numpy()]))))
+        return groups
+
+    def validation_frames(self, max_frames: int, role: str = "train"):
+        """[(features, xyz)]: about `max_frames` val frames spread evenly over the role's
+        sequences, each sequence's spaced evenly in time."""
+        seqs = self.sequences(role, "val")
+        per_seq = -(-max_frames // max(len(seqs), 1))
+        groups = []
+        for s in seqs:
+            xyz = self.data(s).xyz_val
+            idx = np.linspace(0, len(xyz) - 1, min(per_seq, len(xyz))).round().astype(int)
+            idx = np.unique(idx)
+            groups.append((self.data(s).features, np.ascontiguousarray(xyz[idx])))
+        return groups
+
+    def describe(self) -> dict:
+        """What a model card records about its training data."""
+        m = self.manifest
+        frames = {split: sum(e["frames"][split] for s, e in m["sequences"].items()
+                             if e["role"] == "train") for split in ("train", "val")}
+        return {"corpus": str(self.root), "source": m.get("source"), "termini": m["termini"],
+                "preset": m["preset"], "protocol": m["protocol"], "seeds": m.get("seeds"),
+                "stride": m["stride"], "fractions": m["fractions"], "frames": frames,
+                "sequences": {r: self.sequences(r) for r in ROLES}, "excluded": m["excluded"],
+                "missing": m["missing"]}

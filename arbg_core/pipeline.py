@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from . import __version__
-from .checkpoint import LoadedModel
+from .checkpoint import LoadedModel, preset_of
 from .energy import DEFAULT_PRESET, EnergyModel
 from .peptide import Peptide
 from .reweight import ReweightedEnsemble, chiral_centers, handedness, reweight
@@ -91,7 +91,7 @@ def run_sampling(loaded: LoadedModel, pep: Peptide, cfg: SampleConfig = SampleCo
     if not 0.05 <= tau <= 5.0:
         raise ValueError(f"temperature tau={tau} is outside the sensible range 0.05..5")
     device = resolve_device(cfg.device)
-    preset = (loaded.config.get("system") or {}).get("preset") or DEFAULT_PRESET
+    preset = preset_of(loaded.config, DEFAULT_PRESET)
     timings = {}
     report = progress or (lambda *a: None)
 

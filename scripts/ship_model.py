@@ -54,6 +54,8 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--training-summary")
     p.add_argument("--notes", default="")
+    p.add_argument("--tune-only", action="store_true", help="write results/tau_NAME.json and stop")
+    p.add_argument("--tuning", help="tau tuning JSON from an earlier --tune-only run")
     a = p.parse_args(argv)
 
     loaded = checkpoint.load(a.checkpoint)
@@ -66,8 +68,8 @@ def main(argv=None):
     log(f"validation frames {val.n_frames}, test frames {test.n_frames}")
     u_val = em.reduced_energy(val.xyz)
 
-    tuning = []
-    for tau in (float(t) for t in a.taus.split(",")):
+    tuning = json.loads(Path(a.tuning).read_text()) if a.tuning else []
+    for tau in ([] if a.tuning else (float(t) for t in a.taus.split(","))):
         res = run_sampling(loaded, pep, SampleConfig(n=a.n_tune, tau=tau, seed=a.seed + 1,
                                                      batch_size=a.batch_size), energy_model=em)
         ens = res.ensemble
@@ -76,6 +78,12 @@ def main(argv=None):
         tuning.append({"tau": tau, "reweighted_e_w2_val": score, "ess_fraction": ens.ess_fraction})
         log(f"tau {tau}: val E-W2 {score:.3f}, ESS {100 * ens.ess_fraction:.2f}%")
     best_tau = min(tuning, key=lambda r: r["reweighted_e_w2_val"])["tau"]
+    if a.tune_only:
+        out = ROOT / "results" / f"tau_{a.name}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(tuning, indent=2))
+        log(f"best tau {best_tau}; tuning -> {out}")
+        return
 
     t0 = time.perf_counter()
     result = run_sampling(loaded, pep, SampleConfig(n=a.n_proposals, tau=best_tau, seed=a.seed,

@@ -99,3 +99,12 @@ def test_ddp_two_cpu_processes(tmp_path, toy_data):
     assert loaded.model.cfg.d_model == 32
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 4
+
+
+def test_dry_run_prints_parameter_counts():
+    r = subprocess.run([sys.executable, "-m", "arbg_core.cli", "train", "--dry-run"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = {line.split()[0]: float(line.split()[1].rstrip("M")) for line in r.stdout.splitlines()}
+    assert set(lines) == {"tiny", "small", "base", "large"}
+    assert 1.0 < lines["small"] < 1.3 and 120 < lines["large"] < 140

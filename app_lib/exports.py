@@ -1,0 +1,155 @@
+"""Downloads as bytes (PDB, DCD + topology zip, CSV, JSON run record) and reading a record back.
+
+The record holds every setting that determines the samples (system, model, n, tau, seed,
+method and the full SampleConfig): loading it on the Home page and pressing Sample reproduces
+the same samples on the same device.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shlex
+import tempfile
+import zipfile
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from arbg_core import __version__
+from arbg_core.peptide import TERMINI, normalize_sequence
+
+RECORD_KIND = "arbg run record"
+RECORD_VERSION = 1
+
+
+def _traj(topology, xyz):
+    import mdtraj as md
+
+    return md.Trajectory(np.nan_to_num(np.asarray(xyz, np.float32)), topology)
+
+
+def _saved(traj, name: str) -> bytes:
+    with tempfile.TemporaryDirectory(prefix="arbg-export-") as d:
+        path = Path(d) / name
+        traj.save(str(path))
+        return path.read_bytes()
+
+
+def pdb_bytes(topology, xyz: np.ndarray) -> bytes:
+    """Multi-model PDB (one MODEL per frame) of (n, A, 3) nm frames."""
+    return _saved(_traj(topology, xyz), "samples.pdb")
+
+
+def samples_table(run) -> "pd.DataFrame":  # noqa: F821
+    """One row per sample: weight, log w, log q, u (kT), status, phi/psi (degrees) per residue."""
+    import pandas as pd
+
+    ens = run.ensemble
+    phi, psi, _ = run.angles()
+    table = {"sample": np.arange(ens.n), "weight": ens.weights, "log_w": ens.log_w,
+             "log_q": ens.log_q, "u_kT": ens.u,
+             "status": [("kept", "mirrored", "dropped")[int(s)] for s in ens.status]}
+    for j, label in enumerate(run.residue_labels()):
+        table[f"phi_{label}_deg"] = np.degrees(phi[:, j])
+        table[f"psi_{label}_deg"] = np.degrees(psi[:, j])
+    return pd.DataFrame(table)
+
+
+def csv_bytes(run) -> bytes:
+    return samples_table(run).to_csv(index=False).encode()
+
+
+def run_record(run) -> dict:
+    """JSON-serializable record: settings, versions, counts, ESS, timings, metrics if compared."""
+    r = run.result
+    summary = r.summary()
+    record = {"kind": RECORD_KIND, "record_version": RECORD_VERSION, "app_version": __version__,
+              "settings": {"sequence": r.peptide.sequence, "termini": r.peptide.termini,
+                           "model": run.model_name, "preset": r.preset, "n": r.config.n,
+                           "tau": r.tau, "seed": r.config.seed, "method": r.config.method},
+              "sample_config": asdict(r.config), "device": r.device,
+              "summary": summary, "prep_timings_s": run.prep_timings,
+              "reproduce_cli": cli_command(run)}
+    if run.comparison is not None:
+        record["comparison"] = {"reference": run.comparison["source"],
+                                "metrics": run.comparison["report"]["metrics"],
+                                "phi_positive_basin": run.comparison["report"]["phi_positive_basin"]}
+    return _plain(record)
+
+
+def record_bytes(run) -> bytes:
+    return json.dumps(run_record(run), indent=2).encode()
+
+
+def cli_command(run) -> str:
+    r = run.result
+    return " ".join(["arbg", "sample", "--model", shlex.quote(run.model_name), "--sequence",
+                     shlex.quote(r.peptide.sequence), "--termini", r.peptide.termini,
+                     "--n", str(r.config.n), "--batch-size", str(r.config.batch_size),
+                     "--temperature", repr(float(r.tau)), "--method", r.config.method,
+                     "--seed", str(r.config.seed), "--device", r.device.split(":")[0],
+                     "--out", "samples_out"])
+
+
+def settings_from_record(data: bytes) -> dict:
+    """Validated settings of a run record (sequence, termini, model, n, tau, seed, method).
+    Raises ValueError with a message for the user."""
+    try:
+        record = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"not a JSON file ({e})") from None
+    if not isinstance(record, dict) or record.get("kind") != RECORD_KIND:
+        raise ValueError("not an arbg run record (download one from the Export page)")
+    s = record.get("settings")
+    if not isinstance(s, dict):
+        raise ValueError("the record has no settings")
+    try:
+        termini = str(s["termini"])
+        if termini not in TERMINI:
+            raise ValueError(f"unknown termini {termini!r}")
+        out = {"sequence": normalize_sequence(str(s["sequence"]), termini), "termini": termini,
+               "model": str(s["model"]), "n": int(s["n"]), "tau": float(s["tau"]),
+               "seed": int(s["seed"]), "method": str(s.get("method", "snis"))}
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"invalid settings in the record: {e}") from None
+    return out
+
+
+def dcd_zip_bytes(run) -> bytes:
+    """topology.pdb + samples.dcd (all samples, after the chirality fix, Å as DCD requires) +
+    samples.csv (weights line up with the DCD frames) + record.json + README.txt."""
+    traj = _traj(run.topology, run.xyz)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("topology.pdb", _saved(traj[0], "topology.pdb"))
+        z.writestr("samples.dcd", _saved(traj, "samples.dcd"))
+        z.writestr("samples.csv", csv_bytes(run))
+        z.writestr("record.json", record_bytes(run))
+        z.writestr("README.txt", README)
+    return buf.getvalue()
+
+
+README = """arbg samples
+topology.pdb  the sampled system (atom order of every frame)
+samples.dcd   every sample after the chirality fix; load with mdtraj.load("samples.dcd", top="topology.pdb")
+samples.csv   one row per DCD frame: normalized Boltzmann weight, log w, log q, u (kT), status, phi/psi
+record.json   settings, versions, counts and ESS of the run
+Weighted averages: sum_i weight_i * f(frame_i). Dropped samples have weight 0.
+"""
+
+
+def _plain(o):
+    """numpy scalars/arrays and non-finite floats -> JSON-safe values."""
+    if isinstance(o, dict):
+        return {str(k): _plain(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_plain(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return _plain(o.tolist())
+    if isinstance(o, np.generic):
+        o = o.item()
+    if isinstance(o, float) and not np.isfinite(o):
+        return None
+    return o

@@ -1,0 +1,40 @@
+"""Energy: reduced-energy histograms and the diagnostics of the importance weights."""
+
+import numpy as np
+import streamlit as st
+
+from app_lib import state
+from arbg_core import plots
+
+st.set_page_config(page_title="arbg: energy", layout="wide")
+run = state.require_run()
+ens = run.ensemble
+st.title("Energies and weights")
+st.markdown("Reduced energy u = E / kT of each sample under the force field (kT ≈ 0.6 kcal/mol "
+            "at 300 K). The **reweighted** histogram should match the **reference** MD: the "
+            "weights undo the model's bias.")
+
+live = np.isfinite(ens.u)
+ensembles = {"proposal": (ens.u[live], None), "reweighted": (ens.u[live], ens.weights[live])}
+ref = state.reference_for_plots(run, energies=True)
+if ref is not None and ref["u"] is not None:
+    ensembles[ref["label"]] = (ref["u"], None)
+if live.any():
+    st.plotly_chart(plots.energy_figure(ensembles))
+else:
+    st.warning("No sample has a finite energy.")
+if (~live).any():
+    st.caption(f"{int((~live).sum())} samples without a finite energy (dropped or exploded) are "
+               "left out of the histograms.")
+
+st.subheader("Weight diagnostics")
+st.markdown("Left: log weights relative to the largest; a long left tail is harmless, many "
+            "samples near 0 are good. Right: the share of the total weight carried by the k "
+            "heaviest samples; a curve that reaches 1 at small k means a few samples dominate "
+            "(low effective sample size).")
+st.plotly_chart(plots.log_weight_figure(ens.log_w))
+c = st.columns(4)
+for col, k in zip(c, (1, 10, 100, 1000)):
+    col.metric(f"Top {k} carry", f"{run.top_share(k):.1%}")
+st.caption(f"ESS {ens.ess:,.1f} of {ens.n:,} samples ({ens.ess_fraction:.2%}); largest normalized "
+           f"weight {ens.max_weight:.3g}; {ens.counts['clipped']} largest log weights clipped.")

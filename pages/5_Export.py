@@ -1,0 +1,40 @@
+"""Export: structures (PDB, DCD + topology), one CSV row per sample, and the JSON run record."""
+
+import streamlit as st
+
+from app_lib import exports, state
+
+st.set_page_config(page_title="arbg: export", layout="wide")
+run = state.require_run()
+st.title("Export")
+stem = f"{run.result.peptide.name}_{run.model_name}_seed{run.result.config.seed}"
+
+st.subheader("Structures")
+c = st.columns(2)
+which = c[0].radio("Frames of the multi-model PDB", ["Resampled ensemble", "Highest weight", "All samples"],
+                   key="exp_which")
+count = c[1].number_input("How many", 1, run.ensemble.n, min(100, run.ensemble.n), key="exp_count",
+                          disabled=which == "All samples")
+if which == "All samples":
+    idx = slice(None)
+elif which == "Highest weight":
+    idx = run.top_indices(int(count))
+else:
+    idx = run.resampled(int(count), seed=run.result.config.seed)
+st.download_button("Multi-model PDB", data=lambda: exports.pdb_bytes(run.topology, run.xyz[idx]),
+                   file_name=f"{stem}.pdb", mime="chemical/x-pdb", key="exp_pdb")
+st.download_button("DCD + topology PDB + weights CSV + record (zip)", key="exp_zip",
+                   data=lambda: exports.dcd_zip_bytes(run), file_name=f"{stem}.zip", mime="application/zip")
+st.caption("The DCD holds every sample (after the chirality fix); its frames line up with the CSV rows, "
+           "so weighted averages are sum(weight × value).")
+
+st.subheader("Numbers")
+st.download_button("CSV: one row per sample (weight, log q, u, φ/ψ, status)", key="exp_csv",
+                   data=lambda: exports.csv_bytes(run), file_name=f"{stem}.csv", mime="text/csv")
+st.download_button("JSON run record", data=exports.record_bytes(run), file_name=f"{stem}.json",
+                   mime="application/json", key="exp_json")
+st.markdown("**Reproduce** this run: load the record on the Home page (*Reproduce a run*) and press "
+            "Sample, or run on the command line:")
+st.code(exports.cli_command(run), language="bash", wrap_lines=True)
+with st.expander("Run record"):
+    st.json(exports.run_record(run))

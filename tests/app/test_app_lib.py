@@ -1,0 +1,209 @@
+"""The app's plain-Python helpers: upload validation, the 3D view's HTML, text escaping, catalog."""
+
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app_lib import catalog, upload, viewer
+from app_lib.text import plain
+
+PAYLOAD = "</script><script>alert(1)</script>"
+
+
+@pytest.fixture(scope="module")
+def files(ala2, tmp_path_factory):
+    """ala2 as topology PDB + DCD/XTC/TRR/multi-model PDB (20 frames), and truncated copies."""
+    import mdtraj as md
+
+    d = tmp_path_factory.mktemp("traj")
+    rng = np.random.default_rng(0)
+    traj = md.Trajectory((ala2.xyz[None] + 0.003 * rng.standard_normal((20, 22, 3))).astype(np.float32),
+                         ala2.topology)
+    out = {}
+    for ext in ("pdb", "dcd", "xtc", "trr"):
+        traj.save(str(d / f"t.{ext}"))
+        out[ext] = (d / f"t.{ext}").read_bytes()
+    traj[0].save(str(d / "top.pdb"))
+    out["top"] = (d / "top.pdb").read_bytes()
+    return out
+
+
+def cut(data: bytes) -> bytes:
+    return data[: len(data) * 2 // 3]
+
+
+@pytest.mark.parametrize("ext", ["dcd", "xtc", "trr", "pdb"])
+def test_reads_every_format(files, ala2, ext):
+    ref = upload.load_reference([("top.pdb", files["top"]), (f"my.{ext.upper()}", files[ext])],
+                                ala2.topology)
+    assert ref.n_frames == 20 and ref.topology is ala2.topology  # our topology, their coordinates
+
+
+def test_single_multimodel_pdb(files, ala2):
+    assert upload.load_reference([("md.pdb", files["pdb"])], ala2.topology).n_frames == 20
+
+
+@pytest.mark.parametrize("ext", ["dcd", "xtc", "trr"])
+def test_truncated_trajectory(files, ala2, ext):
+    with pytest.raises(upload.UploadError, match="truncated"):
+        upload.load_reference([("top.pdb", files["top"]), (f"t.{ext}", cut(files[ext]))], ala2.topology)
+
+
+def test_truncated_multimodel_pdb(files, ala2):
+    with pytest.raises(upload.UploadError, match="truncated or inconsistent"):
+        upload.load_reference([("t.pdb", cut(files["pdb"]))], ala2.topology)
+
+
+def test_unknown_format(files, ala2):
+    with pytest.raises(upload.UploadError, match="unknown trajectory format .gro"):
+        upload.load_reference([("top.pdb", files["top"]), ("t.gro", b"x")], ala2.topology)
+    with pytest.raises(upload.UploadError, match="unknown single-file format"):
+        upload.load_reference([("t.dcd", files["dcd"])], ala2.topology)
+    with pytest.raises(upload.UploadError, match="not a DCD file"):
+        upload.load_reference([("top.pdb", files["top"]), ("t.dcd", b"hello world" * 10)], ala2.topology)
+
+
+def test_over_the_size_limit(files, ala2):
+    with pytest.raises(upload.UploadError, match="over the 0 MB limit"):
+        upload.load_reference([("md.pdb", files["pdb"])], ala2.topology, max_mb=0.001)
+    assert upload.MAX_UPLOAD_MB == 200
+
+
+def test_empty_file(ala2):
+    with pytest.raises(upload.UploadError, match="empty"):
+        upload.load_reference([("md.pdb", b"")], ala2.topology)
+
+
+def test_mismatch_messages(files, ala2):
+    text = files["pdb"].decode()
+    fewer = "\n".join(l for l in text.splitlines() if not (l.startswith("ATOM") and l[12:16].strip() == "H1"))
+    with pytest.raises(upload.UploadError, match="atom count mismatch: the reference has 20 atoms"):
+        upload.load_reference([("md.pdb", fewer.encode())], ala2.topology)
+    lines = text.splitlines()
+    for i, l in enumerate(lines):  # swap atoms 1 and 2 of every model
+        if l.startswith("MODEL"):
+            lines[i + 1], lines[i + 2] = lines[i + 2], lines[i + 1]
+    with pytest.raises(upload.UploadError, match="atom order mismatch at atom 1"):
+        upload.load_reference([("md.pdb", "\n".join(lines).encode())], ala2.topology)
+    with pytest.raises(upload.UploadError, match="atom count mismatch"):  # topology vs trajectory
+        upload.load_reference([("top.pdb", fewer.split("ENDMDL")[0].encode()), ("t.dcd", files["dcd"])],
+                              ala2.topology)
+
+
+def test_private_temp_folder_is_removed(files, ala2, monkeypatch):
+    made = []
+    real = tempfile.mkdtemp
+
+    def spy(*a, **k):
+        made.append(real(*a, **k))
+        return made[-1]
+
+    monkeypatch.setattr(tempfile, "mkdtemp", spy)
+    upload.load_reference([("top.pdb", files["top"]), ("../../evil name.xtc", files["xtc"])], ala2.topology)
+    with pytest.raises(upload.UploadError):
+        upload.load_reference([("top.pdb", files["top"]), ("t.xtc", cut(files["xtc"]))], ala2.topology)
+    assert len(made) == 2 and not any(Path(m).exists() for m in made)
+
+
+def test_script_in_remark_and_residue_name_is_inert(files, ala2):
+    text = files["pdb"].decode()
+    with_remark = f"REMARK   1 {PAYLOAD}\n" + text
+    ref = upload.load_reference([(f"{PAYLOAD}.pdb", with_remark.encode())], ala2.topology)
+    page = viewer.viewer_html(ref.topology, ref.xyz[:5])
+    assert "alert" not in page
+    assert len(re.findall("<script", page)) == 2  # py3Dmol's and our player's, nothing else
+
+    renamed = "\n".join(l[:17] + "</s" + l[20:] if l.startswith("ATOM") and l[17:20] == "ALA" else l
+                        for l in with_remark.splitlines())
+    with pytest.raises(upload.UploadError, match="atom order mismatch") as e:
+        upload.load_reference([("md.pdb", renamed.encode())], ala2.topology)
+    assert "</s" not in plain(e.value)
+
+
+def test_viewer_never_writes_unsafe_names(ala2):
+    """Even a topology with hostile names (not one we build) cannot reach the page."""
+    import mdtraj as md
+
+    top = md.Topology()
+    chain = top.add_chain()
+    res = top.add_residue("</script>", chain)
+    a = top.add_atom("<img", md.element.carbon, res)
+    b = top.add_atom("C2", md.element.carbon, res)
+    top.add_bond(a, b)
+    text = viewer.pdb_text(top, np.zeros((1, 2, 3), np.float32))
+    assert "<" not in text and " X   UNK A" in text and "CONECT    1    2" in text
+    page = viewer.viewer_html(top, np.random.default_rng(0).normal(size=(3, 2, 3)).astype(np.float32))
+    assert "</script>\"" not in page and "<img" not in page
+
+
+def test_viewer_modes_and_player(ala2):
+    xyz = np.repeat(ala2.xyz[None], 3, axis=0)
+    for mode in ("animate", "overlay", "single"):
+        page = viewer.viewer_html(ala2.topology, xyz, mode=mode, color="element")
+        assert "/app/static/3Dmol-min.js" in page and '"keepH": true' in page
+        assert ("frame-counter" in page) == (mode == "animate")
+    page = viewer.viewer_html(ala2.topology, xyz, frame_labels=["</script>&"] * 3, fps=5)
+    assert "\\u003c/script\\u003e\\u0026" in page and "}, 200);" in page  # 5 frames/s
+    with pytest.raises(ValueError):
+        viewer.viewer_html(ala2.topology, xyz, mode="spin")
+
+
+def test_plain_escapes_markdown():
+    assert plain("[x](javascript:alert(1)) <b>") == "\\[x\\]\\(javascript\\:alert\\(1\\)\\) \\<b\\>"
+    assert plain("A\nB") == "A B"
+
+
+def test_catalog():
+    single = catalog.ModelEntry("ala2", Path("x"), {"system": {"sequence": "A", "termini": "capped",
+                                                               "preset": "p"}}, {"tau": 0.9})
+    other = catalog.ModelEntry("aaa", Path("y"), {"system": {"sequence": "AAA", "termini": "zwitterionic",
+                                                             "preset": "p"}}, {})
+    general = catalog.ModelEntry("t", Path("z"), {"system": None, "transferable": True,
+                                                  "extra": {"lengths": [1, 4], "termini": "capped"}}, {})
+    entries = [other, general, single]
+    assert catalog.shipped_systems(entries) == [("A", "capped"), ("AAA", "zwitterionic")]
+    assert [e.name for e in catalog.models_for(entries, "A", "capped")] == ["ala2", "t"]
+    assert [e.name for e in catalog.models_for(entries, "AAAAA", "capped")] == []
+    assert "length 1-4" in catalog.transferable_limits(entries, "AAAAA", "capped")[0]
+    assert catalog.models_for(entries, "AA", "zwitterionic") == []
+    assert general.transferable and not single.transferable and general.preset == "amber99sbildn-obc"
+    assert single.tau == 0.9 and other.tau == 1.0
+    assert catalog.system_label(("A", "capped")).startswith("alanine dipeptide")
+    recipe = catalog.build_commands("GG", "capped")
+    assert "arbg md GG --termini capped --ns 100" in recipe and "arbg train --data runs/md/GG-cap" in recipe
+
+
+def test_job_reports_stages_and_eta(models_dir, ala2):
+    """The background job: progress snapshots go sample -> mirror -> energy, with an ETA."""
+    from arbg_core import checkpoint
+    from arbg_core.pipeline import SampleConfig
+
+    from app_lib.run import Job
+
+    loaded = checkpoint.load(models_dir / "tiny")
+    job = Job(loaded, ala2, SampleConfig(n=96, batch_size=32, seed=0, energy_chunk=16), "test").start()
+    seen = []
+    while job.running:
+        seen.append(job.snapshot())
+        job.wait(0.01)
+    assert job.error is None and job.result.ensemble.n == 96
+    stages = [s["stage"] for s in seen]
+    order = ["sample", "mirror", "energy", "reweight"]
+    assert stages[0] == "sample" and stages == sorted(stages, key=order.index)  # never backwards
+    assert any("ETA" in s["text"] for s in seen if s["stage"] == "sample")
+    assert all(0.0 <= s["fraction"] <= 1.0 for s in seen)
+
+
+def test_streamlit_config():
+    import tomllib
+
+    REPO = Path(__file__).resolve().parents[2]
+
+    config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["enableStaticServing"] is True
+    assert config["server"]["maxUploadSize"] == upload.MAX_UPLOAD_MB
+    assert config["browser"]["gatherUsageStats"] is False
+    assert viewer.JS_FILE.is_file(), "static/3Dmol-min.js missing: run make setup"

@@ -1,0 +1,226 @@
+"""The app in a real browser: Debian's chromium driven by Playwright against `streamlit run`.
+
+Screenshots of every page land in tests/app/_artifacts/ (not committed).
+"""
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = next((p for p in (shutil.which("chromium"), "/usr/bin/chromium", "/usr/lib/chromium/chromium")
+                 if p and Path(p).exists()), None)
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--enable-unsafe-swiftshader", "--use-angle=swiftshader"]
+ARTIFACTS = Path(__file__).resolve().parent / "_artifacts"
+PAYLOAD = "</script><script>alert(1)</script>"
+LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(models_dir, tmp_path_factory):
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install chromium; `make test` tries to)")
+    pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed")
+    port = _free_port()
+    log = open(tmp_path_factory.mktemp("server") / "streamlit.log", "w+")
+    env = {**os.environ, "ARBG_MODELS_DIR": str(models_dir)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1",
+         "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(url + "_stcore/health", timeout=2) as r:
+                if r.read() == b"ok":
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            log.seek(0)
+            proc.kill()
+            pytest.fail(f"streamlit did not start:\n{log.read()[-3000:]}")
+        time.sleep(0.5)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(server):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+class Session:
+    """One browser context = one Streamlit session; records every request and dialog."""
+
+    def __init__(self, browser, url):
+        self.ctx = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+        self.requests, self.dialogs = [], []
+        self.ctx.on("request", lambda r: self.requests.append(r.url))
+        self.page = self.ctx.new_page()
+        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
+        self.page.set_default_timeout(180_000)
+        self.page.goto(url)
+        self.sample_button.wait_for()
+
+    @property
+    def sample_button(self):
+        return self.page.get_by_role("button", name="Sample", exact=True)
+
+    def start_sampling(self, n: int, seed: int) -> None:
+        for label, value in (("Number of samples", n), ("Seed", seed)):
+            box = self.page.get_by_role("spinbutton", name=label)
+            box.fill(str(value))
+            box.press("Tab")
+        self.sample_button.click()
+
+    def wait_sampled(self, n: int) -> None:
+        self.page.get_by_text(f"Sampled {n} conformations").wait_for(timeout=300_000)
+        self.page.get_by_role("heading", name="Last run").wait_for()
+
+    def open(self, name: str) -> None:
+        self.page.get_by_role("link", name=name, exact=True).click()
+        self.page.get_by_role("heading", level=1).first.wait_for()
+
+    def shot(self, name: str) -> None:
+        """The whole page: Streamlit scrolls inside its main section, so grow the viewport."""
+        self.page.wait_for_timeout(500)
+        height = self.page.evaluate("Math.max(...Array.from(document.querySelectorAll("
+                                    "'[data-testid=stMain], [data-testid=stMainBlockContainer]'))"
+                                    ".map(e => e.scrollHeight), 900)")
+        self.page.set_viewport_size({"width": 1280, "height": min(int(height) + 40, 6000)})
+        self.page.wait_for_timeout(500)
+        self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+        self.page.set_viewport_size({"width": 1280, "height": 900})
+
+    def foreign_hosts(self) -> set:
+        hosts = {urlparse(u).hostname for u in self.requests if urlparse(u).scheme in ("http", "https", "ws", "wss")}
+        return hosts - LOCAL_HOSTS
+
+
+def non_white_fraction(png: bytes) -> float:
+    from PIL import Image
+
+    img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
+    return float(np.mean(np.any(img < 235, axis=-1)))
+
+
+def wait_plots(page, n: int) -> None:
+    page.wait_for_function(f"document.querySelectorAll('.js-plotly-plot .main-svg').length >= {n}",
+                           timeout=180_000)
+
+
+def test_sample_and_every_page(server, browser, ala2_pdb):
+    s = Session(browser, server)
+    page = s.page
+    s.start_sampling(64, seed=0)
+    s.wait_sampled(64)
+    s.shot("1_home")
+
+    s.open("Conformers")
+    frame = page.frame_locator("iframe").first
+    frame.locator("canvas").first.wait_for()
+    frame.get_by_text("frame 2 /").wait_for(timeout=90_000)  # the animation advances
+    canvas_png = frame.locator("canvas").first.screenshot()
+    assert non_white_fraction(canvas_png) > 0.005, "the 3D canvas drew nothing"
+    (ARTIFACTS / "2_conformers_canvas.png").write_bytes(canvas_png)
+    s.shot("2_conformers")
+
+    s.open("Ramachandran")
+    wait_plots(page, 1)
+    assert page.get_by_text("reference (shipped MD) — ALA2").count() >= 1
+    s.shot("3_ramachandran")
+
+    s.open("Energy")
+    wait_plots(page, 2)
+    s.shot("4_energy")
+
+    s.open("Compare with MD")
+    page.get_by_role("button", name="Compare", exact=True).click()
+    page.get_by_text("noise floor (MD vs MD)").first.wait_for(timeout=300_000)
+    wait_plots(page, 2)
+    s.shot("5_compare_shipped")
+    # an upload whose REMARK and residue names carry a script: inert everywhere
+    page.get_by_text("Upload my trajectory", exact=True).click()
+    page.get_by_text("One multi-model PDB", exact=True).click()
+    page.wait_for_function("document.querySelectorAll('input[type=file]').length === 1")
+    hostile = "\n".join(l[:17] + "</s" + l[20:] if l.startswith("ATOM") and l[17:20] == "ALA" else l
+                        for l in ala2_pdb.splitlines())
+    page.locator("input[type=file]").set_input_files(
+        {"name": "<img src=x onerror=alert(2)>.pdb", "mimeType": "chemical/x-pdb",
+         "buffer": f"REMARK   1 {PAYLOAD}\n{hostile}\n".encode()})
+    page.get_by_text("atom order mismatch at atom 7").wait_for()
+    s.shot("5_compare_upload_rejected")
+    page.locator("input[type=file]").set_input_files(
+        {"name": "md.pdb", "mimeType": "chemical/x-pdb", "buffer": f"REMARK   1 {PAYLOAD}\n{ala2_pdb}".encode()})
+    page.get_by_text("20 frames of 22 atoms match").wait_for()
+    assert page.locator("img[src=x]").count() == 0
+    assert page.evaluate("Array.from(document.scripts).some(s => s.textContent.includes('alert('))") is False
+    s.shot("5_compare_upload_ok")
+
+    s.open("Export")
+    csv_button = page.get_by_role("button", name="CSV: one row per sample", exact=False)
+    csv_button.wait_for()
+    page.wait_for_timeout(1000)  # let the page's script run settle before asking for the file
+    with page.expect_download(timeout=180_000) as download:
+        csv_button.click()
+    import pandas as pd
+
+    table = pd.read_csv(download.value.path())
+    assert len(table) == 64 and table["weight"].sum() == pytest.approx(1.0)
+    s.shot("6_export")
+
+    s.open("How it works")
+    wait_plots(page, 4)
+    s.shot("7_how_it_works")
+
+    assert s.dialogs == [], f"a script ran: {s.dialogs}"
+    assert s.foreign_hosts() == set(), f"requests left the machine: {s.foreign_hosts()}"
+    s.ctx.close()
+
+
+def test_two_sessions_sample_at_the_same_time(server, browser):
+    a, b = Session(browser, server), Session(browser, server)
+    a.start_sampling(48, seed=1)
+    b.start_sampling(40, seed=2)
+    a.wait_sampled(48)
+    b.wait_sampled(40)
+    assert a.page.get_by_role("heading", name="Last run").inner_text().endswith("48 samples, tau 1, seed 1")
+    assert b.page.get_by_role("heading", name="Last run").inner_text().endswith("40 samples, tau 1, seed 2")
+    for s in (a, b):
+        assert s.foreign_hosts() == set()
+        s.ctx.close()
