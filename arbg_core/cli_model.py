@@ -236,6 +236,23 @@ def cmd_bench(args):
         print(f"{name}: {time.perf_counter() - t0:.0f} s -> {Path(args.out) / name}*.json")
 
 
+def _add_sampling_flags(p, default_batch):
+    """Flags shared by `sample` and `evaluate` (names fixed by DESIGN §14)."""
+    p.add_argument("--model", required=True, metavar="DIR", help="checkpoint folder or shipped name")
+    p.add_argument("--sequence", metavar="SEQ")
+    p.add_argument("--termini", choices=("zwitterionic", "capped"))
+    p.add_argument("--batch-size", type=int, default=default_batch)
+    p.add_argument("--temperature", type=float, default=None,
+                   help="sampling temperature tau (default: the model card's)")
+    p.add_argument("--method", choices=("snis", "smc"), default="snis")
+    p.add_argument("--smc-threshold", type=float, default=0.5, metavar="F",
+                   help="SMC: resample when the normalized ESS falls below F (0: never)")
+    p.add_argument("--smc-schedule", choices=("constant", "linear"), default="constant",
+                   help="SMC twist exp(-lambda_r u_r): lambda_r = 1 or r/R")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+
 def add_commands(sub, usage_error):
     """Register the model-side subcommands on the `arbg` parser."""
     global UsageError
@@ -271,44 +288,21 @@ def add_commands(sub, usage_error):
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="draw samples, reweight to the Boltzmann distribution")
-    p.add_argument("--model", required=True, metavar="DIR", help="checkpoint folder or shipped name")
-    p.add_argument("--sequence", metavar="SEQ")
-    p.add_argument("--termini", choices=("zwitterionic", "capped"))
+    _add_sampling_flags(p, default_batch=1024)
     p.add_argument("--n", type=int, default=1000)
-    p.add_argument("--batch-size", type=int, default=1024)
-    p.add_argument("--temperature", type=float, default=None,
-                   help="sampling temperature tau (default: the model card's)")
-    p.add_argument("--method", choices=("snis", "smc"), default="snis")
-    p.add_argument("--smc-threshold", type=float, default=0.5, metavar="F",
-                   help="SMC: resample when the normalized ESS falls below F (0: never)")
-    p.add_argument("--smc-schedule", choices=("constant", "linear"), default="constant",
-                   help="SMC twist exp(-lambda_r u_r): lambda_r = 1 or r/R")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--no-kv-cache", action="store_true", help="re-encode the prefix (benchmarks)")
     p.add_argument("--no-reweight", action="store_true", help="skip energies and weights")
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("evaluate", help="sample, reweight and compare with reference MD")
-    p.add_argument("--model", required=True, metavar="DIR", help="checkpoint folder or shipped name")
+    _add_sampling_flags(p, default_batch=1024)
     p.add_argument("--reference", required=True, metavar="TRAJ",
                    help="trajectory file, arbg md folder, or prepared .npz (its test split)")
     p.add_argument("--top", metavar="PDB", help="topology for a trajectory file")
-    p.add_argument("--sequence", metavar="SEQ")
-    p.add_argument("--termini", choices=("zwitterionic", "capped"))
     p.add_argument("--n-proposals", type=int, default=100_000)
     p.add_argument("--n-eval", type=int, default=10_000, help="samples and frames compared")
     p.add_argument("--lag", type=int, default=10, help="TICA lag in reference frames")
-    p.add_argument("--batch-size", type=int, default=1024)
-    p.add_argument("--temperature", type=float, default=None, help="tau (default: the card's)")
-    p.add_argument("--method", choices=("snis", "smc"), default="snis")
-    p.add_argument("--smc-threshold", type=float, default=0.5, metavar="F",
-                   help="SMC: resample when the normalized ESS falls below F (0: never)")
-    p.add_argument("--smc-schedule", choices=("constant", "linear"), default="constant",
-                   help="SMC twist exp(-lambda_r u_r): lambda_r = 1 or r/R")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(func=cmd_evaluate)
 
