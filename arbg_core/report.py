@@ -47,19 +47,31 @@ def check_compatible(reference, topology) -> None:
                              f"sampled system {b[0]} {b[1]}")
 
 
-def phi_basin_population(phi: np.ndarray, weights: np.ndarray | None = None) -> dict:
-    """Weight of phi > 0 (alphaL / C7ax) for the first residue, with a standard error.
+def alpha_l(phi: np.ndarray) -> np.ndarray:
+    """phi (n,) rad -> bool: inside the alphaL / C7ax basin, 0 < phi < 120 deg (DESIGN §4)."""
+    return (phi > 0) & (phi < np.radians(120))
 
-    For weighted samples the error uses the Kish effective sample size.
+
+def phi_basin_population(phi: np.ndarray, weights: np.ndarray | None = None,
+                         n_blocks: int | None = None) -> dict:
+    """Weight of the alphaL / C7ax basin (0 < phi < 120 deg) of the first residue, with an error.
+
+    Weighted samples: the error uses the Kish effective sample size. A time series (MD frames,
+    `n_blocks` given): the error is the spread of the block means, so correlated frames are not
+    counted as independent. Both floor p(1-p) at 1/n so an empty basin still shows a resolution.
     """
     phi = np.asarray(phi)[:, 0]
     w = np.ones(len(phi)) if weights is None else np.asarray(weights, np.float64)
     w = w / w.sum()
-    p = float(np.sum(w[phi > 0]))
+    inside = alpha_l(phi)
+    p = float(np.sum(w[inside]))
     n_eff = 1.0 / np.sum(w ** 2)
-    # floor p(1-p) at 1/n_eff so an empty basin still reports a resolution, not zero error
-    return {"p_phi_positive": p, "stderr": float(np.sqrt(max(p * (1 - p), 1.0 / n_eff) / n_eff)),
-            "n_effective": float(n_eff)}
+    err = float(np.sqrt(max(p * (1 - p), 1.0 / n_eff) / n_eff))
+    if n_blocks and weights is None and len(phi) >= 2 * n_blocks:
+        means = [np.mean(b) for b in np.array_split(inside, n_blocks)]
+        err = max(err, float(np.std(means, ddof=1) / np.sqrt(n_blocks)))
+    return {"p_alpha_l": p, "stderr": err, "n_effective": float(n_eff),
+            "n_blocks": n_blocks if weights is None else None}
 
 
 def evaluate(result, reference, out_dir: str | Path | None = None, lag: int = 10,
@@ -76,12 +88,13 @@ def evaluate(result, reference, out_dir: str | Path | None = None, lag: int = 10
                                 n_points=n_eval, seed=seed)
     phi_ref, psi_ref, _ = ramachandran_angles(reference)
     phi_ens, psi_ens, res_idx = ramachandran_angles(_traj(ens.xyz, pep.topology))
-    basins = {"reference": phi_basin_population(phi_ref),
+    basins = {"reference": phi_basin_population(phi_ref, n_blocks=10),
               "proposal": phi_basin_population(phi_ens),
               "reweighted": phi_basin_population(phi_ens, ens.weights)}
     report = {"metrics": metrics, "phi_positive_basin": basins, "sampling": result.summary(),
               "reference": {"n_frames": int(reference.n_frames),
-                            "phi_sign_changes": int(np.sum(np.diff(np.sign(phi_ref[:, 0])) != 0))},
+                            # entries into the alphaL basin: how often the reference crossed
+                            "alpha_l_entries": int(np.sum(np.diff(alpha_l(phi_ref[:, 0]).astype(int)) == 1))},
               "tica_lag_frames": lag, "timings_s": {"evaluate": time.perf_counter() - t0}}
     if out_dir is not None:
         write_report(report, out_dir, pep, ens, u_ref, (phi_ref, psi_ref), (phi_ens, psi_ens), res_idx)

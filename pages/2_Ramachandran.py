@@ -28,7 +28,7 @@ st.plotly_chart(plots.ramachandran_figure(ensembles, run.residue_labels(), bins=
 
 st.subheader("Population of φ > 0 (αL / C7ax basins), first residue")
 rows = {label: phi_basin_population(angles[0], w) for label, (angles, w) in ensembles.items()}
-table = pd.DataFrame(rows).T.rename(columns={"p_phi_positive": "population", "stderr": "± std. error",
+table = pd.DataFrame(rows).T.rename(columns={"p_alpha_l": "population", "stderr": "± std. error",
                                              "n_effective": "effective samples"})
 st.dataframe(table)
 st.caption("Plain 300 K MD visits φ > 0 rarely, so its estimate of this small population is noisy; "

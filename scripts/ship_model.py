@@ -35,6 +35,14 @@ from arbg_core.pipeline import SampleConfig, run_sampling, versions  # noqa: E40
 from arbg_core.report import evaluate  # noqa: E402
 
 
+def run_file(md_dir: str, name: str) -> Path:
+    """md.json / state.json of an `arbg md` folder (or of its first replica)."""
+    for folder in (Path(md_dir), *sorted(Path(md_dir).glob("replica_*"))):
+        if (folder / name).exists():
+            return folder / name
+    raise FileNotFoundError(f"no {name} under {md_dir}")
+
+
 def log(msg):
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -110,8 +118,7 @@ def main(argv=None):
         "training": {"steps": train_card.get("steps"), "val_nll": train_card.get("val_nll"),
                      "wall_time_s": train_card.get("wall_time_s"), "data": train_card.get("data"),
                      **{k: training.get(k) for k in ("device", "tokens_per_s", "params", "bf16")}},
-        "md_reference": json.loads((Path(a.md) / "md.json").read_text())
-        if (Path(a.md) / "md.json").exists() else {"folder": a.md},
+        "md_reference": {"folder": a.md, **json.loads(run_file(a.md, "md.json").read_text())},
         "tau_tuning": tuning,
         "evaluation": {"split": f"frames {a.train_frames}.. of the preset-temperature run "
                                 f"({test.n_frames} frames, never seen in training)",
@@ -119,7 +126,7 @@ def main(argv=None):
                        "metrics": report["metrics"], "ess": s.get("ess"),
                        "ess_fraction": s.get("ess_fraction"), "counts": s.get("counts"),
                        "phi_positive_basin": report["phi_positive_basin"],
-                       "reference_phi_sign_changes": report["reference"]["phi_sign_changes"],
+                       "reference_alpha_l_entries": report["reference"]["alpha_l_entries"],
                        "sampling_wall_time_s": sample_s, "machine": "2-core CPU, no GPU"},
         "commands": {"reproduce": "python " + " ".join(["scripts/ship_model.py"] + (argv or sys.argv[1:]))},
         "versions": versions(), "notes": a.notes,
@@ -132,7 +139,7 @@ def main(argv=None):
     empty = np.zeros((0, pep.n_atoms, 3), np.float32)
     FrameData(empty, empty, test.xyz[idx].astype(np.float32), pep.features, pdb_text_of(test),
               {"system": system, "source": a.md, "frames": f"{a.train_frames}.. strided to {len(idx)}",
-               "save_ps": json.loads((Path(a.md) / "state.json").read_text())["config"]["save_ps"]}
+               "save_ps": json.loads(run_file(a.md, "state.json").read_text())["config"]["save_ps"]}
               ).save(ref_dir / f"{a.name}.npz")
     log(f"shipped {dest} and {ref_dir / (a.name + '.npz')}")
 
