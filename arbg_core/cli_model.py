@@ -40,9 +40,15 @@ def _load_data(args):
     if len(sources) == 1 and sources[0].endswith(".npz"):
         return data_mod.FrameData.load(sources[0])
     for s in sources:
-        if not Path(s).exists():
+        if not Path(data_mod.parse_source(s)[0]).exists():
             raise UsageError(f"--data {s}: no such file or folder")
-    fd = data_mod.prepare(sources, top=args.top, stride=args.stride)
+    try:
+        fractions = tuple(float(f) for f in args.split.split(","))
+        if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"--split must be three fractions summing to 1, got {args.split!r}") from None
+    fd = data_mod.prepare(sources, top=args.top, stride=args.stride, fractions=fractions)
     seq, termini = identify(fd.topology)
     fd.meta["system"] = {"sequence": seq, "termini": termini, "preset": args.preset}
     return fd
@@ -67,13 +73,18 @@ def cmd_train(args):
             print(f"{name:6s} {n / 1e6:8.2f}M parameters  (d={cfg.d_model}, layers={cfg.n_layers}, "
                   f"heads={cfg.n_heads}, bins={cfg.n_bins})")
         return
-    if not args.data or not args.out:
-        raise UsageError("train needs --data and --out (or --dry-run)")
     if args.transferable:
+        if not args.data or not args.out:
+            raise UsageError("train needs --data and --out (or --dry-run)")
         return _train_transferable(args)
+    if not args.data or not (args.out or args.save_data):
+        raise UsageError("train needs --data and --out (or --save-data alone, or --dry-run)")
     data = _load_data(args)
     if args.save_data:
         data.save(args.save_data)
+        print(f"dataset {data.meta['frames']} -> {args.save_data}")
+        if not args.out:  # prepare once here, train elsewhere (e.g. a GPU machine)
+            return
     bar, progress = _tqdm_progress(args.steps, "train", "step")
     try:
         summary = train(data, args.out, _train_config(args), resume=args.resume,
@@ -263,10 +274,13 @@ def add_commands(sub, usage_error):
                                    "sequence-conditioned one on a corpus. Rerun with --resume to "
                                    "continue. Under torchrun it trains data-parallel (DDP).")
     p.add_argument("--data", nargs="+", metavar="DIR",
-                   help="arbg md folders, trajectory files (with --top) or one prepared .npz; "
+                   help="arbg md folders (PATH:N keeps each replica's first N frames), trajectory "
+                        "files (with --top) or one prepared .npz; "
                         "with --transferable one corpus folder or `arbg md --sequences` folder")
     p.add_argument("--top", metavar="PDB", help="topology for trajectory files")
     p.add_argument("--stride", type=int, default=1, help="use every n-th frame")
+    p.add_argument("--split", default="0.8,0.1,0.1", metavar="TR,VA,TE",
+                   help="time-block fractions of each replica for train, validation and test")
     p.add_argument("--preset", default="amber99sbildn-obc", help="force field the data came from")
     p.add_argument("--transferable", action="store_true",
                    help="sequence-conditioned model on a corpus (fixed std, a = 4.5)")

@@ -158,10 +158,24 @@ def time_block_split(n_frames: int, fractions=SPLIT) -> tuple[slice, slice, slic
     return slice(0, a), slice(a, b), slice(b, n_frames)
 
 
+def parse_source(spec: str) -> tuple[str, int | None]:
+    """'PATH' or 'PATH:N' (only the first N frames of each replica of PATH) -> (path, N)."""
+    path, sep, n = str(spec).rpartition(":")
+    if sep and n.isdigit() and path:
+        return path, int(n)
+    return str(spec), None
+
+
 def prepare(sources: list[str], top: str | None = None, stride: int = 1, fractions=SPLIT,
             system: dict | None = None) -> FrameData:
-    """Load trajectories, split each replica by time blocks, and pool the blocks."""
-    per_source = [(str(s), load_source(s, top, stride)) for s in sources]
+    """Load trajectories, split each replica by time blocks, and pool the blocks.
+
+    A source 'PATH:N' keeps the first N frames of each replica (a run that went on after the
+    model was trained: the later frames stay unseen, for testing)."""
+    per_source = []
+    for spec in sources:
+        path, limit = parse_source(spec)
+        per_source.append((str(spec), [t[:limit] if limit else t for t in load_source(path, top, stride)]))
     trajs = [t for _, ts in per_source for t in ts]
     if not trajs:
         raise ValueError("no frames found in " + ", ".join(map(str, sources)))

@@ -46,22 +46,25 @@ def run(out_dir="results", model=None, n=4096, seeds=5, batch_size=1024) -> dict
     u_ref = em.reduced_energy(ref.xyz)
     ang_ref = np.concatenate(backbone_torsions(ref), axis=1)
     rows = []
-    for method in ("snis", "smc"):
+    variants = {"snis": ("snis", "constant"), "smc": ("smc", "constant"),
+                "smc-linear": ("smc", "linear")}
+    for label, (method, schedule) in variants.items():
         for seed in range(seeds):
             t0 = time.perf_counter()
             res = run_sampling(loaded, pep, SampleConfig(n=n, seed=seed, method=method,
+                                                         smc_schedule=schedule,
                                                          batch_size=batch_size), energy_model=em)
             wall = time.perf_counter() - t0
             ens = res.ensemble
             idx = ens.resample(min(n, 4000), seed=seed)
             traj = md.Trajectory(ens.xyz[idx], pep.topology)
             live = np.isfinite(ens.u) & (ens.weights > 0)
-            row = {"method": method, "seed": seed, "ess_fraction": ens.ess_fraction,
+            row = {"method": label, "seed": seed, "ess_fraction": ens.ess_fraction,
                    "e_w2": e_w2(u_ref, ens.u[live], w_model=ens.weights[live]),
                    "t_w2": t_w2(ang_ref, np.concatenate(backbone_torsions(traj), axis=1),
                                 max_points=4000, seed=seed),
                    "wall_s": wall}
-            if method == "smc":
+            if method == "smc":  # both twist schedules
                 ex = ens.extras
                 row["energy_time_fraction"] = ex.get("time_energy_s", 0.0) / wall
                 row["n_resamples"] = ex.get("n_resamples")
@@ -69,12 +72,12 @@ def run(out_dir="results", model=None, n=4096, seeds=5, batch_size=1024) -> dict
             rows.append(row)
             print(row, flush=True)
     summary = {}
-    for method in ("snis", "smc"):
+    for method in variants:
         sel = [r for r in rows if r["method"] == method]
         summary[method] = {k: {"mean": float(np.mean([r[k] for r in sel])),
                                "std": float(np.std([r[k] for r in sel], ddof=1))}
                            for k in ("ess_fraction", "e_w2", "t_w2", "wall_s")
-                           + (("energy_time_fraction",) if method == "smc" else ())}
+                           + (("energy_time_fraction",) if method != "snis" else ())}
     result = {"model": name, "n_per_run": n, "seeds": seeds, "batch_size": batch_size,
               "budget": f"{n} x {3 * pep.n_atoms} generated tokens per run, both methods",
               "rows": rows, "summary": summary}

@@ -108,3 +108,18 @@ def test_dry_run_prints_parameter_counts():
     lines = {line.split()[0]: float(line.split()[1].rstrip("M")) for line in r.stdout.splitlines()}
     assert set(lines) == {"tiny", "small", "base", "large"}
     assert 1.0 < lines["small"] < 1.3 and 120 < lines["large"] < 140
+
+
+def test_source_frame_limits_and_split(tmp_path, ala2):
+    from arbg_core.data import parse_source, prepare
+    from arbg_core.md import MDConfig, run_md
+
+    assert parse_source("runs/x:370") == ("runs/x", 370)
+    assert parse_source("runs/x") == ("runs/x", None)
+    run_md(ala2.topology, ala2.xyz, tmp_path / "md", MDConfig(ns=0.02, warmup_ps=1, chunk_frames=10))
+    fd = prepare([f"{tmp_path / 'md'}:10"], fractions=(0.9, 0.1, 0.0))
+    assert (len(fd.xyz_train), len(fd.xyz_val), len(fd.xyz_test)) == (9, 1, 0)
+    r = subprocess.run([sys.executable, "-m", "arbg_core.cli", "train", "--data", str(tmp_path / "md"),
+                        "--split", "0.5,0.6,0", "--save-data", str(tmp_path / "d.npz")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--split" in r.stderr
