@@ -18,8 +18,11 @@ def _weights(w, n):
 
 
 def _capped(f: np.ndarray) -> np.ndarray:
-    """Free energies capped at FE_MAX_KT; never-visited bins (inf) become NaN (drawn blank)."""
-    return np.where(np.isfinite(f), np.minimum(f, FE_MAX_KT), np.nan)
+    """Free energies up to FE_MAX_KT; emptier bins become NaN (drawn blank).
+
+    Reweighted histograms put tiny weights in many bins: drawing those at the cap would paint
+    the map with bins that hold almost no probability."""
+    return np.where(np.isfinite(f) & (f <= FE_MAX_KT), f, np.nan)
 
 
 def ramachandran_maps(ensembles: dict, bins: int = 60) -> dict:
