@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -171,20 +170,27 @@ def _smc_options(args) -> dict:
     return {"smc_threshold": args.smc_threshold, "smc_schedule": args.smc_schedule}
 
 
+def _sample_with_bar(loaded, pep, cfg):
+    """`pipeline.run_sampling` behind one tqdm bar that shows the current stage."""
+    from .pipeline import run_sampling
+
+    bar, progress = _tqdm_progress(cfg.n, "sample", "samples")
+    try:
+        return run_sampling(loaded, pep, cfg, progress=lambda stage, done, total:
+                            progress(done, total, {"stage": stage}))
+    finally:
+        bar.close()
+
+
 def cmd_sample(args):
-    from .pipeline import SampleConfig, run_sampling, write_outputs
+    from .pipeline import SampleConfig, write_outputs
 
     loaded = load_model(args.model)
     pep = system_for(loaded, args.sequence, args.termini)
     cfg = SampleConfig(n=args.n, batch_size=args.batch_size, tau=args.temperature, seed=args.seed,
                        device=args.device, use_kv_cache=not args.no_kv_cache, method=args.method,
                        reweight=not args.no_reweight, **_smc_options(args))
-    bar, progress = _tqdm_progress(args.n, "sample", "samples")
-    try:
-        result = run_sampling(loaded, pep, cfg, progress=lambda stage, done, total:
-                              progress(done, total, {"stage": stage}))
-    finally:
-        bar.close()
+    result = _sample_with_bar(loaded, pep, cfg)
     summary = write_outputs(result, args.out)
     ess = summary.get("ess")
     extra = f", ESS {ess:.1f} ({100 * summary['ess_fraction']:.2f}%)" if ess is not None else ""
@@ -192,7 +198,7 @@ def cmd_sample(args):
 
 
 def cmd_evaluate(args):
-    from .pipeline import SampleConfig, run_sampling, write_outputs
+    from .pipeline import SampleConfig, write_outputs
     from .report import evaluate, load_reference
 
     loaded = load_model(args.model)
@@ -204,12 +210,7 @@ def cmd_evaluate(args):
     cfg = SampleConfig(n=args.n_proposals, batch_size=args.batch_size, tau=args.temperature,
                        seed=args.seed, device=args.device, method=args.method,
                        **_smc_options(args))
-    bar, progress = _tqdm_progress(args.n_proposals, "sample", "samples")
-    try:
-        result = run_sampling(loaded, pep, cfg, progress=lambda stage, done, total:
-                              progress(done, total, {"stage": stage}))
-    finally:
-        bar.close()
+    result = _sample_with_bar(loaded, pep, cfg)
     write_outputs(result, Path(args.out) / "samples")
     try:
         report = evaluate(result, reference, args.out, lag=args.lag, n_eval=args.n_eval,

@@ -334,8 +334,12 @@ def shift_right(bins: torch.Tensor, bos: int) -> torch.Tensor:
 
 def token_log_probs(model: ArBG, bins: torch.Tensor, cond: Conditioning,
                     tau: float = 1.0) -> torch.Tensor:
-    """Teacher-forced log P_j(k_j) at temperature tau: (B, T) float32, 0 at padded positions."""
-    logits = model(shift_right(bins, model.bos), cond)  # (B, T, V)
+    """Teacher-forced log P_j(k_j) at temperature tau: (B, T) float32, 0 at padded positions.
+
+    `model` may be a DDP wrapper: the forward goes through it (gradient sync), BOS comes from
+    the module inside."""
+    bos = getattr(model, "module", model).bos
+    logits = model(shift_right(bins, bos), cond)  # (B, T, V)
     logp = torch.log_softmax(logits.float() / tau, dim=-1)
     logp = logp.gather(-1, bins.unsqueeze(-1)).squeeze(-1)  # (B, T)
     return logp.masked_fill(~cond.valid, 0.0)

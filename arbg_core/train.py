@@ -26,7 +26,7 @@ import torch
 
 from . import checkpoint
 from .data import Corpus, FrameData, prepare_corpus, random_rotations, rotate
-from .model import ArBG, Conditioning, ModelConfig, conditioning, shift_right, train_loss
+from .model import ArBG, Conditioning, ModelConfig, conditioning, train_loss
 from .tokenizer import Tokenizer, TokenizerConfig
 
 A_SINGLE, A_TRANSFERABLE = 3.0, 4.5  # box half-width in units of std (paper)
@@ -86,14 +86,6 @@ def _use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
     if cfg.bf16 == "off":
         return False
     return device.type == "cuda" and torch.cuda.is_bf16_supported()
-
-
-def _loss(net, bos: int, bins: torch.Tensor, cond) -> torch.Tensor:
-    """Mean cross-entropy over valid tokens through `net` (the model or its DDP wrapper)."""
-    logits = net(shift_right(bins, bos), cond)  # (B, T, V)
-    logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, bins.unsqueeze(-1)).squeeze(-1)
-    valid = cond.valid.expand_as(bins)
-    return -(logp * valid).sum() / valid.sum()
 
 
 def _setup(device: str) -> tuple[int, int, int, torch.device]:
@@ -257,7 +249,7 @@ def _fit(source: FrameData | Corpus, vals: dict, out_dir, cfg: TrainConfig, *, a
         bins, cond = bins.to(dev, non_blocking=True), cond.to(dev)
         tokens += int(cond.valid.sum())
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = _loss(ddp_model, model.bos, bins, cond)
+            loss = train_loss(ddp_model, bins, cond)
         for opt in opts:
             opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -10,11 +10,9 @@ Usage: python bench/app.py [--out results] [--n 5000]
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
+import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -24,32 +22,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "app"))
 
 
-def _start_server(port: int):
-    env = {**os.environ}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1",
-         "--server.fileWatcherType", "none"], cwd=ROOT, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/"
-    for _ in range(180):
-        try:
-            with urllib.request.urlopen(url + "_stcore/health", timeout=2) as r:
-                if r.read() == b"ok":
-                    return proc, url
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("streamlit did not start")
-
-
 def run(out_dir="results", n=5000) -> dict:
     from playwright.sync_api import sync_playwright
-    from test_browser import CHROMIUM, CHROMIUM_ARGS, Session, _free_port, wait_plots
+    from test_browser import CHROMIUM, CHROMIUM_ARGS, Session, start_streamlit, wait_plots
 
     if CHROMIUM is None:
         raise SystemExit("chromium is not installed (apt-get install chromium)")
-    proc, url = _start_server(_free_port())
+    log = tempfile.TemporaryFile("w+")
+    proc, url = start_streamlit({}, log)
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -68,6 +48,7 @@ def run(out_dir="results", n=5000) -> dict:
     finally:
         proc.terminate()
         proc.wait(15)
+        log.close()
     result = {"n_samples": n, "system": "default (first shipped model)",
               "click_to_sampled_s": sampled, "click_to_ramachandran_s": rama,
               "click_to_all_plots_s": total, "goal_s": 20.0}

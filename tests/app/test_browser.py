@@ -37,33 +37,43 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(models_dir, tmp_path_factory):
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed (apt-get install chromium; `make test` tries to)")
-    pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed")
+def start_streamlit(env: dict, log, timeout_s: float = 90):
+    """`streamlit run app.py` on a free localhost port -> (process, url) once it is healthy.
+
+    Shared by the browser tests and bench/app.py; `log` is a file open for writing and reading.
+    """
     port = _free_port()
-    log = open(tmp_path_factory.mktemp("server") / "streamlit.log", "w+")
-    env = {**os.environ, "ARBG_MODELS_DIR": str(models_dir)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1",
          "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + timeout_s
     while True:
         try:
             with urllib.request.urlopen(url + "_stcore/health", timeout=2) as r:
                 if r.read() == b"ok":
-                    break
+                    return proc, url
         except OSError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             log.seek(0)
             proc.kill()
-            pytest.fail(f"streamlit did not start:\n{log.read()[-3000:]}")
+            raise RuntimeError(f"streamlit did not start:\n{log.read()[-3000:]}")
         time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def server(models_dir, tmp_path_factory):
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install chromium; `make test` tries to)")
+    pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed")
+    log = open(tmp_path_factory.mktemp("server") / "streamlit.log", "w+")
+    try:
+        proc, url = start_streamlit({"ARBG_MODELS_DIR": str(models_dir)}, log)
+    except RuntimeError as e:
+        pytest.fail(str(e))
     yield url
     proc.terminate()
     try:
