@@ -5,9 +5,9 @@ write the card, and ship a thinned test ensemble for the app.
         --train-frames 22000 --name ala2 [--taus 0.9,0.95,1.0,1.05,1.1] [--n-tune 20000] \
         [--n-proposals 100000] [--n-eval 10000] [--training-summary runs/ala2/summary.json]
 
-Frames [0, train_frames) of the 300 K run were seen in training (the last 10 % of them as the
-validation block); tau is tuned on that validation block and the card's metrics come from the
-frames after it, which the model never saw. Writes assets/models/NAME/ and
+Frames [0, train_frames) of each replica of the preset-temperature run were seen in training
+(the last 10 % of them as the validation block); tau is tuned on the validation blocks and the
+card's metrics come from the frames after them, which the model never saw. Writes assets/models/NAME/ and
 assets/reference/NAME.npz (at most 10,000 test frames, evenly strided in time).
 """
 
@@ -26,9 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from arbg_core import checkpoint  # noqa: E402
-from arbg_core.data import FrameData, pdb_text_of  # noqa: E402
+from arbg_core.data import FrameData, load_source, pdb_text_of  # noqa: E402
 from arbg_core.energy import EnergyModel  # noqa: E402
-from arbg_core.md import load_run  # noqa: E402
 from arbg_core.metrics import e_w2  # noqa: E402
 from arbg_core.peptide import build  # noqa: E402
 from arbg_core.pipeline import SampleConfig, run_sampling, versions  # noqa: E402
@@ -41,6 +40,19 @@ def run_file(md_dir: str, name: str) -> Path:
         if (folder / name).exists():
             return folder / name
     raise FileNotFoundError(f"no {name} under {md_dir}")
+
+
+def split_replicas(replicas, train_frames: int):
+    """Per replica: validation = the last 10 % of its first `train_frames` frames, test = the rest."""
+    import mdtraj as md
+
+    n_val0 = int(round(0.9 * train_frames))
+    test = [r[train_frames:] for r in replicas if r.n_frames > train_frames]
+    if not test:
+        raise ValueError(f"no replica of the MD run has more than {train_frames} frames: nothing to test on")
+    val = [r[n_val0:train_frames] for r in replicas]
+    return (md.join(val, check_topology=True, discard_overlapping_frames=False),
+            md.join(test, check_topology=True, discard_overlapping_frames=False))
 
 
 def log(msg):
@@ -70,9 +82,7 @@ def main(argv=None):
     system = loaded.config["system"]
     pep = build(system["sequence"], system["termini"])
     em = EnergyModel(pep.topology, system["preset"])
-    run = load_run(a.md)
-    n_val0 = int(round(0.9 * a.train_frames))
-    val, test = run[n_val0:a.train_frames], run[a.train_frames:]
+    val, test = split_replicas(load_source(a.md), a.train_frames)
     log(f"validation frames {val.n_frames}, test frames {test.n_frames}")
     u_val = em.reduced_energy(val.xyz)
 
@@ -120,7 +130,7 @@ def main(argv=None):
                      **{k: training.get(k) for k in ("device", "tokens_per_s", "params", "bf16")}},
         "md_reference": {"folder": a.md, **json.loads(run_file(a.md, "md.json").read_text())},
         "tau_tuning": tuning,
-        "evaluation": {"split": f"frames {a.train_frames}.. of the preset-temperature run "
+        "evaluation": {"split": f"frames {a.train_frames}.. of each replica of the MD run "
                                 f"({test.n_frames} frames, never seen in training)",
                        "n_proposals": a.n_proposals, "n_eval": a.n_eval,
                        "metrics": report["metrics"], "ess": s.get("ess"),
@@ -138,7 +148,7 @@ def main(argv=None):
     ref_dir.mkdir(parents=True, exist_ok=True)
     empty = np.zeros((0, pep.n_atoms, 3), np.float32)
     FrameData(empty, empty, test.xyz[idx].astype(np.float32), pep.features, pdb_text_of(test),
-              {"system": system, "source": a.md, "frames": f"{a.train_frames}.. strided to {len(idx)}",
+              {"system": system, "source": a.md, "frames": f"{a.train_frames}.. of each replica, strided to {len(idx)}",
                "save_ps": json.loads(run_file(a.md, "state.json").read_text())["config"]["save_ps"]}
               ).save(ref_dir / f"{a.name}.npz")
     log(f"shipped {dest} and {ref_dir / (a.name + '.npz')}")
