@@ -47,13 +47,14 @@ def samples_table(run) -> "pd.DataFrame":  # noqa: F821
     import pandas as pd
 
     ens = run.ensemble
-    phi, psi, _ = run.angles()
+    phi, psi, pairs = run.angles()
+    residues = [str(r) for r in run.topology.residues]
     table = {"sample": np.arange(ens.n), "weight": ens.weights, "log_w": ens.log_w,
              "log_q": ens.log_q, "u_kT": ens.u,
              "status": [("kept", "mirrored", "dropped")[int(s)] for s in ens.status]}
-    for j, label in enumerate(run.residue_labels()):
-        table[f"phi_{label}_deg"] = np.degrees(phi[:, j])
-        table[f"psi_{label}_deg"] = np.degrees(psi[:, j])
+    for j, (a, b) in enumerate(pairs):
+        table[f"phi_{residues[a]}_deg"] = np.degrees(phi[:, j])
+        table[f"psi_{residues[b]}_deg"] = np.degrees(psi[:, j])
     return pd.DataFrame(table)
 
 

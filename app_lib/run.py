@@ -63,8 +63,9 @@ class AppRun:
         return self._memo["angles"]
 
     def residue_labels(self) -> list[str]:
-        residues = list(self.topology.residues)
-        return [str(residues[i]) for i in self.angles()[2]]
+        from arbg_core.metrics import ramachandran_labels
+
+        return ramachandran_labels(self.topology, self.angles()[2])
 
     def top_indices(self, k: int) -> np.ndarray:
         """Indices of the k samples with the largest log weight (finite only), heaviest first.

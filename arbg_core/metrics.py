@@ -38,8 +38,11 @@ def torsion_angles(xyz: np.ndarray, topology) -> tuple[np.ndarray, np.ndarray]:
     return backbone_torsions(md.Trajectory(xyz.reshape(-1, topology.n_atoms, 3), topology))
 
 
-def ramachandran_angles(traj) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """(phi (n, R), psi (n, R), residue indices) for the R residues that have both angles."""
+def ramachandran_angles(traj) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    """(phi (n, R), psi (n, R), pairs): one (phi, psi) map per residue that has both angles,
+    pairs[k] = (residue of phi, residue of psi). A peptide where no residue has both (a
+    zwitterionic dipeptide) gets the two torsions around each peptide bond instead:
+    phi of residue r+1 with psi of residue r, as is usual for dipeptides."""
     import mdtraj as md
 
     top = traj.topology
@@ -47,9 +50,16 @@ def ramachandran_angles(traj) -> tuple[np.ndarray, np.ndarray, list[int]]:
     psi_idx, psi = md.compute_psi(traj)
     phi_res = [top.atom(int(q[1])).residue.index for q in phi_idx]  # N of the residue
     psi_res = [top.atom(int(q[0])).residue.index for q in psi_idx]
-    both = [r for r in phi_res if r in psi_res]
-    return (phi[:, [phi_res.index(r) for r in both]], psi[:, [psi_res.index(r) for r in both]],
-            both)
+    pairs = [(r, r) for r in phi_res if r in psi_res] or [
+        (r, r - 1) for r in phi_res if r - 1 in psi_res]
+    return (phi[:, [phi_res.index(a) for a, _ in pairs]].reshape(len(phi), len(pairs)),
+            psi[:, [psi_res.index(b) for _, b in pairs]].reshape(len(psi), len(pairs)), pairs)
+
+
+def ramachandran_labels(topology, pairs: list[tuple[int, int]]) -> list[str]:
+    """Panel titles for `ramachandran_angles` pairs: 'ALA2', or 'phi ALA2 / psi GLY1'."""
+    res = list(topology.residues)
+    return [str(res[a]) if a == b else f"φ {res[a]} / ψ {res[b]}" for a, b in pairs]
 
 
 # -------------------------------------------------------------------------------- helpers

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .energy import EnergyModel
-from .metrics import evaluate_ensemble, ramachandran_angles
+from .metrics import evaluate_ensemble, ramachandran_angles, ramachandran_labels
 
 
 def load_reference(path: str | Path, top: str | None = None, split: str = "test"):
@@ -87,7 +87,7 @@ def evaluate(result, reference, out_dir: str | Path | None = None, lag: int = 10
     metrics = evaluate_ensemble(reference, ens.xyz, pep.topology, u_ref, ens.u, ens.weights, lag,
                                 n_points=n_eval, seed=seed)
     phi_ref, psi_ref, _ = ramachandran_angles(reference)
-    phi_ens, psi_ens, res_idx = ramachandran_angles(_traj(ens.xyz, pep.topology))
+    phi_ens, psi_ens, pairs = ramachandran_angles(_traj(ens.xyz, pep.topology))
     basins = {"reference": phi_basin_population(phi_ref, n_blocks=10),
               "proposal": phi_basin_population(phi_ens),
               "reweighted": phi_basin_population(phi_ens, ens.weights)}
@@ -97,7 +97,7 @@ def evaluate(result, reference, out_dir: str | Path | None = None, lag: int = 10
                             "alpha_l_entries": int(np.sum(np.diff(alpha_l(phi_ref[:, 0]).astype(int)) == 1))},
               "tica_lag_frames": lag, "timings_s": {"evaluate": time.perf_counter() - t0}}
     if out_dir is not None:
-        write_report(report, out_dir, pep, ens, u_ref, (phi_ref, psi_ref), (phi_ens, psi_ens), res_idx)
+        write_report(report, out_dir, pep, ens, u_ref, (phi_ref, psi_ref), (phi_ens, psi_ens), pairs)
     return report
 
 
@@ -107,14 +107,13 @@ def _traj(xyz, topology):
     return md.Trajectory(np.asarray(xyz, np.float32), topology)
 
 
-def write_report(report, out_dir, pep, ens, u_ref, ref_angles, ens_angles, res_idx):
+def write_report(report, out_dir, pep, ens, u_ref, ref_angles, ens_angles, pairs):
     from . import plots
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2, default=_json_default))
-    residues = list(pep.topology.residues)
-    labels = [str(residues[i]) for i in res_idx]
+    labels = ramachandran_labels(pep.topology, pairs)
     live = np.isfinite(ens.u)
     rama = {"proposal": (ens_angles, None), "reweighted": (ens_angles, ens.weights),
             "reference": (ref_angles, None)}

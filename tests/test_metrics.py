@@ -139,7 +139,29 @@ def test_torsions_match_an_independent_formula(aa_traj):
     phi2, psi2, residues = M.ramachandran_angles(aa_traj)
     np.testing.assert_array_equal(phi2, phi)
     np.testing.assert_array_equal(psi2, psi)
-    assert residues == [1, 2]
+    assert residues == [(1, 1), (2, 2)]
+    assert M.ramachandran_labels(top, residues) == [str(r) for r in list(top.residues)[1:3]]
+
+
+def test_zwitterionic_dipeptide_pairs_the_torsions_around_its_peptide_bond():
+    import mdtraj as md
+
+    from arbg_core import peptide
+
+    pep = peptide.build("GS", "zwitterionic", minimize=False)
+    xyz = pep.xyz + np.random.default_rng(7).normal(0, 0.02, (20, pep.n_atoms, 3))
+    traj = md.Trajectory(xyz.astype(np.float32), pep.topology)
+    res = list(pep.topology.residues)
+
+    def idx(r, name):
+        return next(a.index for a in res[r].atoms if a.name == name)
+
+    phi, psi, pairs = M.ramachandran_angles(traj)  # no residue has both phi and psi
+    assert pairs == [(1, 0)] and phi.shape == psi.shape == (20, 1)
+    xyz = traj.xyz.astype(np.float64)
+    np.testing.assert_allclose(phi[:, 0], _dihedral(xyz[:, [idx(0, "C"), idx(1, "N"), idx(1, "CA"), idx(1, "C")]]), atol=1e-4)
+    np.testing.assert_allclose(psi[:, 0], _dihedral(xyz[:, [idx(0, "N"), idx(0, "CA"), idx(0, "C"), idx(1, "N")]]), atol=1e-4)
+    assert M.ramachandran_labels(pep.topology, pairs) == ["φ SER2 / ψ GLY1"]
 
 
 def test_tica_features_shape(aa_traj):

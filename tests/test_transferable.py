@@ -193,3 +193,18 @@ def test_cli_sample_in_range_and_out_of_range(ddp_run, tmp_path, capsys):
                    "--out", str(tmp_path / "gsa")])
     err = capsys.readouterr().err
     assert rc == 2 and "length 2" in err and "GSA" in err
+
+
+def test_cli_evaluate_zero_shot_on_a_dipeptide(ddp_run, md_root, tmp_path, capsys):
+    """`arbg evaluate` of the transferable model against the MD of a sequence it never trained
+    on: every metric is finite for a zwitterionic dipeptide (its phi/psi pair spans the bond)."""
+    out = tmp_path / "ev"
+    rc = cli.main(["evaluate", "--model", str(ddp_run / "last"), "--sequence", "SG",
+                   "--reference", str(md_root / "SG"), "--n-proposals", "64", "--n-eval", "10",
+                   "--lag", "1", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    for ens in ("proposal", "reweighted", "noise_floor"):
+        assert all(np.isfinite(report["metrics"][ens][k]) for k in ("e_w2", "t_w2", "tica_w2")), ens
+    assert report["reference"]["n_frames"] == 10
+    assert (out / "ramachandran.png").stat().st_size > 1000

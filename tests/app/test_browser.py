@@ -64,8 +64,8 @@ def start_streamlit(env: dict, log, timeout_s: float = 90):
         time.sleep(0.5)
 
 
-@pytest.fixture(scope="module")
-def server(models_dir, tmp_path_factory):
+def _serve(models_dir: Path, tmp_path_factory):
+    """Generator of a fixture: the URL of `streamlit run app.py` on `models_dir`."""
     if CHROMIUM is None:
         pytest.skip("chromium is not installed (apt-get install chromium; `make test` tries to)")
     pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed")
@@ -84,6 +84,44 @@ def server(models_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def server(models_dir, tmp_path_factory):
+    yield from _serve(models_dir, tmp_path_factory)
+
+
+def first_test_dipeptide() -> str:
+    from arbg_core.data import read_sequence_list
+
+    return next(s for s, role in read_sequence_list(REPO / "assets/corpus/dipeptides.txt") if role == "test")
+
+
+@pytest.fixture(scope="module")
+def transferable_server(tmp_path_factory):
+    """Models: the shipped transferable models or, while none is shipped, a random-weight `tiny`
+    transferable one for zwitterionic dipeptides."""
+    from arbg_core import checkpoint
+
+    models = tmp_path_factory.mktemp("arbg-transferable") / "models"
+    models.mkdir()
+    shipped = [name for name, config, _ in checkpoint.list_shipped() if config.get("transferable")]
+    for name in shipped:
+        shutil.copytree(checkpoint.resolve(name), models / name)
+    if not shipped:
+        shipped = ["general"]
+        import torch
+
+        from arbg_core.model import ArBG, ModelConfig
+        from arbg_core.tokenizer import TokenizerConfig
+
+        torch.manual_seed(0)
+        checkpoint.save(models / "general", ArBG(ModelConfig.preset("tiny")),
+                        TokenizerConfig(n_bins=64, a=4.5, std=0.25), transferable=True,
+                        card={"tau": 1.0, "name": "tiny transferable test model"},
+                        extra={"termini": "zwitterionic", "lengths": [2, 2]})
+    for url in _serve(models, tmp_path_factory):
+        yield url, sorted(shipped)
+
+
+@pytest.fixture(scope="module")
 def browser(server):
     from playwright.sync_api import sync_playwright
 
@@ -97,7 +135,7 @@ def browser(server):
 class Session:
     """One browser context = one Streamlit session; records every request and dialog."""
 
-    def __init__(self, browser, url):
+    def __init__(self, browser, url, ready: bool = True):
         self.ctx = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
         self.requests, self.dialogs = [], []
         self.ctx.on("request", lambda r: self.requests.append(r.url))
@@ -105,7 +143,10 @@ class Session:
         self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
         self.page.set_default_timeout(180_000)
         self.page.goto(url)
-        self.sample_button.wait_for()
+        if ready:  # False: the default system has no model, so no Sample button yet
+            self.sample_button.wait_for()
+        else:
+            self.page.get_by_role("heading", level=1).first.wait_for()
 
     @property
     def sample_button(self):
@@ -234,3 +275,32 @@ def test_two_sessions_sample_at_the_same_time(server, browser):
     for s in (a, b):
         assert s.foreign_hosts() == set()
         s.ctx.close()
+
+
+def test_unseen_dipeptide_with_the_transferable_model(transferable_server, browser):
+    """A typed dipeptide that no single-system model covers samples end to end."""
+    from arbg_core.peptide import THREE_LETTER
+
+    seq = first_test_dipeptide()  # never trained on (the corpus' test role)
+    url, names = transferable_server
+    s = Session(browser, url, ready=False)
+    page = s.page
+    page.get_by_text("Type a sequence", exact=True).click()
+    box = page.get_by_label("Sequence (one-letter codes", exact=False)
+    box.wait_for()
+    box.fill(seq.lower())
+    box.press("Enter")
+    s.sample_button.wait_for()
+    s.start_sampling(32, seed=3)
+    s.wait_sampled(32)
+    heading = page.get_by_role("heading", name="Last run").inner_text()
+    assert heading.startswith(f"Last run: {seq}-zw, model {names[0]},"), heading
+    s.shot("8_unseen_dipeptide")
+    s.open("Ramachandran")  # a zwitterionic dipeptide: phi of residue 2 against psi of residue 1
+    wait_plots(page, 1)
+    assert page.get_by_text(f"φ {THREE_LETTER[seq[1]]}2 / ψ {THREE_LETTER[seq[0]]}1", exact=False).count() >= 1
+    s.shot("8_unseen_ramachandran")
+    s.open("Conformers")
+    s.page.frame_locator("iframe").first.locator("canvas").first.wait_for()
+    assert s.dialogs == [] and s.foreign_hosts() == set()
+    s.ctx.close()
