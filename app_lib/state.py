@@ -51,9 +51,14 @@ def reference_dir() -> Path:
     return Path(os.environ.get(REFERENCE_ENV) or models_dir().parent / "reference")
 
 
-def reference_path(model_name: str) -> Path | None:
-    path = reference_dir() / f"{model_name}.npz"
-    return path if path.is_file() else None
+def reference_path(model_name: str, system: str | None = None) -> Path | None:
+    """reference/MODEL/SYSTEM.npz (a transferable model's MD of one system, e.g. AR-zw), else
+    reference/MODEL.npz (a single-system model's), else None."""
+    for path in ([reference_dir() / model_name / f"{system}.npz"] if system else []) + [
+            reference_dir() / f"{model_name}.npz"]:
+        if path.is_file():
+            return path
+    return None
 
 
 # ------------------------------------------------------------------------ process-wide caches
@@ -110,9 +115,9 @@ def _shipped_reference(path: str, stamp: float):
     return load_reference(path)
 
 
-def shipped_reference(model_name: str):
-    """The shipped reference MD of a model (test split), or None."""
-    path = reference_path(model_name)
+def shipped_reference(model_name: str, system: str | None = None):
+    """The shipped reference MD of a model (test split; of `system` for a transferable one), or None."""
+    path = reference_path(model_name, system)
     return None if path is None else _shipped_reference(str(path), path.stat().st_mtime)
 
 
@@ -300,13 +305,14 @@ def reference_for_plots(run: AppRun, energies: bool = False) -> dict | None:
     if run.comparison is not None:
         c = run.comparison
         return {"label": f"reference ({c['source']})", "angles": c["angles"], "u": c["u_ref"]}
-    path = reference_path(run.model_name)
+    system = run.result.peptide.name
+    path = reference_path(run.model_name, system)
     if path is None:
         return None
     from arbg_core.metrics import ramachandran_angles
     from arbg_core.report import check_compatible
 
-    traj = shipped_reference(run.model_name)
+    traj = shipped_reference(run.model_name, system)
     try:
         check_compatible(traj, run.topology)
     except ValueError:

@@ -16,7 +16,7 @@ st.markdown("Three distances between this run and reference molecular dynamics (
             "motions of the reference. The **noise floor** is the same distance between the two "
             "halves of the reference itself: a model at the floor is as close as MD is to MD.")
 
-options = ["Shipped reference MD"] if state.reference_path(run.model_name) else []
+options = ["Shipped reference MD"] if state.reference_path(run.model_name, run.result.peptide.name) else []
 options.append("Upload my trajectory")
 source = st.radio("Reference", options, key="cmp_source", horizontal=True)
 if source == "Upload my trajectory":
@@ -44,7 +44,7 @@ if source == "Upload my trajectory":
     label = "your MD"
     st.success(f"{reference.n_frames} frames of {reference.n_atoms} atoms match the sampled system.")
 else:
-    reference, label = state.shipped_reference(run.model_name), "shipped MD"
+    reference, label = state.shipped_reference(run.model_name, run.result.peptide.name), "shipped MD"
     st.caption(f"{reference.n_frames} frames of the model's held-out (test split) MD.")
 
 max_lag = max(1, reference.n_frames // 4)

@@ -207,3 +207,17 @@ def test_streamlit_config():
     assert config["server"]["maxUploadSize"] == upload.MAX_UPLOAD_MB
     assert config["browser"]["gatherUsageStats"] is False
     assert viewer.JS_FILE.is_file(), "static/3Dmol-min.js missing: run make setup"
+
+
+def test_reference_path_prefers_the_system_of_a_transferable_model(tmp_path, monkeypatch):
+    from app_lib import state
+
+    monkeypatch.setenv("ARBG_REFERENCE_DIR", str(tmp_path))
+    assert state.reference_path("general", "AR-zw") is None
+    (tmp_path / "general.npz").write_bytes(b"x")
+    assert state.reference_path("general", "AR-zw") == tmp_path / "general.npz"
+    (tmp_path / "general").mkdir()
+    (tmp_path / "general" / "AR-zw.npz").write_bytes(b"x")
+    assert state.reference_path("general", "AR-zw") == tmp_path / "general" / "AR-zw.npz"
+    assert state.reference_path("general", "GS-zw") == tmp_path / "general.npz"
+    assert state.reference_path("general") == tmp_path / "general.npz"
