@@ -5,6 +5,7 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -208,3 +209,29 @@ def test_cli_evaluate_zero_shot_on_a_dipeptide(ddp_run, md_root, tmp_path, capsy
         assert all(np.isfinite(report["metrics"][ens][k]) for k in ("e_w2", "t_w2", "tica_w2")), ens
     assert report["reference"]["n_frames"] == 10
     assert (out / "ramachandran.png").stat().st_size > 1000
+
+
+def test_ship_transferable_script(ddp_run, md_root, tmp_path):
+    """scripts/ship_transferable.py end to end on the toy corpus: tau tuned on the val sequence,
+    metrics on the test one, card, and the app's per-system reference file."""
+    toy = tmp_path / "md"
+    shutil.copytree(md_root, toy)
+    manifest = json.loads((toy / "manifest.json").read_text())
+    manifest["roles"]["AS"] = "test"  # no test role in the toy corpus: relabel one (plumbing only)
+    (toy / "manifest.json").write_text(json.dumps(manifest))
+    spec = importlib.util.spec_from_file_location("ship_transferable", ROOT / "scripts" / "ship_transferable.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.main(["--checkpoint", str(ddp_run / "last"), "--md", str(toy), "--name", "toy",
+              "--taus", "0.9,1.0", "--n-tune", "32", "--n-proposals", "48", "--n-eval", "10",
+              "--lag", "1", "--ref-frames", "6", "--dest", str(tmp_path / "repo")])
+    card = json.loads((tmp_path / "repo/assets/models/toy/card.json").read_text())
+    assert card["tau"] in (0.9, 1.0) and [r["tau"] for r in card["tau_tuning"]] == [0.9, 1.0]
+    assert card["corpus_md"]["roles"] == {"train": ["GA"], "val": ["SG"], "test": ["AS"]}
+    (row,) = card["evaluation"]["per_sequence"]
+    assert row["sequence"] == "AS" and row["reference_frames"] == 10
+    assert all(np.isfinite(row[k]) for k in row if k != "sequence")
+    assert card["evaluation"]["mean"]["reweighted_e_w2"]["mean"] == row["reweighted_e_w2"]
+    ref = FrameData.load(tmp_path / "repo/assets/reference/toy/AS-zw.npz")
+    assert ref.xyz_test.shape == (6, ref.n_atoms, 3)
+    assert checkpoint.load(tmp_path / "repo/assets/models/toy").config["transferable"]
