@@ -26,21 +26,30 @@ def test_shipped_model_reweights_to_md(name):
     card = loaded.card
     assert {"tau", "evaluation", "training"} <= set(card), "card.json is incomplete"
     system = loaded.config["system"]
+    if system is None:  # transferable: the first of its zero-shot test sequences
+        termini = loaded.config["extra"]["termini"]
+        system = {"sequence": card["corpus_md"]["roles"]["test"][0], "termini": termini,
+                  "preset": checkpoint.preset_of(loaded.config)}
     pep = build(system["sequence"], system["termini"])
+    reference_file = ROOT / "assets" / "reference" / (
+        f"{name}/{pep.name}.npz" if loaded.config.get("transferable") else f"{name}.npz")
     result = run_sampling(loaded, pep, SampleConfig(n=2000, seed=123, batch_size=500, device="cpu"))
     ens = result.ensemble
     # A trained model keeps almost all samples and spreads weight over many of them.
     assert ens.counts["dropped"] < 0.05 * ens.n
-    # (the shipped card reports ~2% at 100k; a broken model is at ~0.05%, DESIGN §7)
-    assert ens.ess_fraction > 0.005, ens.ess_fraction
-    reference = load_reference(ROOT / "assets" / "reference" / f"{name}.npz")
+    # (the ala2 card reports ~2% at 100k; a broken model is at ~0.05%, DESIGN §7; the
+    # transferable model's goal is a 2% mean over unseen sequences)
+    transferable = bool(loaded.config.get("transferable"))
+    assert ens.ess_fraction > (0.002 if transferable else 0.005), ens.ess_fraction
+    reference = load_reference(reference_file)
     phi_ref, _, _ = ramachandran_angles(reference)
     phi, _, _ = ramachandran_angles(reference.__class__(ens.xyz, pep.topology))
     ref_pop = phi_basin_population(phi_ref)["p_alpha_l"]
     ours = phi_basin_population(phi, ens.weights)
-    # phi < 0 (C7eq / beta / alphaR) dominates in both; the alphaL/C7ax weight stays small.
-    assert ours["p_alpha_l"] < 0.2 and ref_pop < 0.2
-    assert abs(ours["p_alpha_l"] - ref_pop) < max(0.05, 5 * ours["stderr"])
+    if not transferable:  # (a dipeptide with glycine may well sit at phi > 0)
+        # phi < 0 (C7eq / beta / alphaR) dominates in both; the alphaL/C7ax weight stays small.
+        assert ours["p_alpha_l"] < 0.2 and ref_pop < 0.2
+    assert abs(ours["p_alpha_l"] - ref_pop) < max(0.1 if transferable else 0.05, 5 * ours["stderr"])
     # The reweighted mean energy sits where MD's is (kT): a broken model is off by tens of kT.
     from arbg_core.energy import EnergyModel
 
