@@ -58,7 +58,7 @@ def _train_config(args):
 
     return TrainConfig(size=args.size, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                        optimizer=args.optimizer, seed=args.seed, n_bins=args.bins,
-                       val_every=args.val_every, save_every=args.val_every)
+                       val_every=args.val_every, save_every=args.val_every, bf16=args.bf16)
 
 
 def cmd_train(args):
@@ -294,6 +294,8 @@ def add_commands(sub, usage_error):
     p.add_argument("--val-every", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
+                   help="bf16 autocast; auto: on CUDA, and on CPUs with fast bf16 matmuls (AMX)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last")
     p.add_argument("--save-data", metavar="FILE.npz",
                    help="also write the prepared dataset (--transferable: the corpus folder to "

@@ -228,17 +228,27 @@ class Attention(nn.Module):
         if kv_cache is not None:
             k, v = kv_cache.update(layer, start, k, v)  # (B, H, start + t, hd)
             k, v = k.to(q.dtype), v.to(q.dtype)
-        dropout = self.cfg.dropout if self.training else 0.0
-        if k.shape[2] == t:  # no earlier positions: plain causal attention
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
-        elif t == 1:  # decoding: one new query sees the whole prefix
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
-        else:  # a block of t new queries after `start` cached positions
-            qpos = torch.arange(start, start + t, device=x.device)[:, None]
-            mask = torch.arange(k.shape[2], device=x.device)[None, :] <= qpos  # (t, start + t)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        if x.device.type == "cpu" and q.dtype == torch.bfloat16:
+            # CPU attention kernels in bf16 are several times slower than in fp32 (its backward
+            # most: 7x here), while bf16 matmuls are faster on AMX: attention runs in fp32.
+            with torch.autocast("cpu", enabled=False):
+                y = self._attend(q.float(), k.float(), v.float(), start).to(q.dtype)
+        else:
+            y = self._attend(q, k, v, start)
         y = y.transpose(1, 2).reshape(B, t, C)  # (B, t, C)
         return self.proj(y)
+
+    def _attend(self, q, k, v, start: int):
+        t = q.shape[2]
+        dropout = self.cfg.dropout if self.training else 0.0
+        if k.shape[2] == t:  # no earlier positions: plain causal attention
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+        if t == 1:  # decoding: one new query sees the whole prefix
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+        # a block of t new queries after `start` cached positions
+        qpos = torch.arange(start, start + t, device=q.device)[:, None]
+        mask = torch.arange(k.shape[2], device=q.device)[None, :] <= qpos  # (t, start + t)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
 
 
 class SwiGLU(nn.Module):

@@ -142,6 +142,25 @@ def test_train_loss_is_masked_mean_cross_entropy():
     assert model.head.weight.grad is not None
 
 
+def test_bf16_autocast_on_cpu_matches_fp32():
+    """Training's CPU bf16 path (attention kept in fp32) gives the fp32 loss and gradients to
+    bf16 precision."""
+    model = tiny_model(4).train()
+    cond = conditioning([toy_features(5, seed=7), toy_features(3, seed=8)])
+    bins = torch.randint(0, 64, (2, 15), generator=torch.Generator().manual_seed(4))
+    grads = []
+    for bf16 in (False, True):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = train_loss(model, bins, cond)
+        loss.backward()
+        grads.append((loss.item(), model.head.weight.grad.clone(), model.blocks[0].attn.qkv.weight.grad.clone()))
+    (l32, h32, a32), (l16, h16, a16) = grads
+    assert l16 == pytest.approx(l32, rel=2e-2)
+    for g32, g16 in ((h32, h16), (a32, a16)):
+        assert torch.nn.functional.cosine_similarity(g32.flatten(), g16.flatten(), dim=0) > 0.98
+
+
 def test_tiny_model_overfits_two_atom_toy():
     """Two atoms 0.15 nm apart along x plus 0.02 nm noise per coordinate, centered.
 
