@@ -171,11 +171,13 @@ def prepare(sources: list[str], top: str | None = None, stride: int = 1, fractio
     """Load trajectories, split each replica by time blocks, and pool the blocks.
 
     A source 'PATH:N' keeps the first N frames of each replica (a run that went on after the
-    model was trained: the later frames stay unseen, for testing)."""
+    model was trained: the later frames stay unseen, for testing). N counts the run's own frames,
+    before `stride`: with stride 2, 'PATH:1000' gives frames 0, 2, .., 998."""
     per_source = []
     for spec in sources:
         path, limit = parse_source(spec)
-        per_source.append((str(spec), [t[:limit] if limit else t for t in load_source(path, top, stride)]))
+        keep = -(-limit // stride) if limit else None  # strided frames among the first N
+        per_source.append((str(spec), [t[:keep] for t in load_source(path, top, stride)]))
     trajs = [t for _, ts in per_source for t in ts]
     if not trajs:
         raise ValueError("no frames found in " + ", ".join(map(str, sources)))

@@ -119,6 +119,10 @@ def test_source_frame_limits_and_split(tmp_path, ala2):
     run_md(ala2.topology, ala2.xyz, tmp_path / "md", MDConfig(ns=0.02, warmup_ps=1, chunk_frames=10))
     fd = prepare([f"{tmp_path / 'md'}:10"], fractions=(0.9, 0.1, 0.0))
     assert (len(fd.xyz_train), len(fd.xyz_val), len(fd.xyz_test)) == (9, 1, 0)
+    # N counts MD frames before the stride: frames 0, 3, 6, 9 of the first 10, none after
+    strided = prepare([f"{tmp_path / 'md'}:10"], stride=3, fractions=(1.0, 0.0, 0.0))
+    first10 = np.concatenate([fd.xyz_train, fd.xyz_val])
+    np.testing.assert_array_equal(strided.xyz_train, first10[[0, 3, 6, 9]])
     r = subprocess.run([sys.executable, "-m", "arbg_core.cli", "train", "--data", str(tmp_path / "md"),
                         "--split", "0.5,0.6,0", "--save-data", str(tmp_path / "d.npz")],
                        capture_output=True, text=True, timeout=120)
