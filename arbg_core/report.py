@@ -57,8 +57,9 @@ def phi_basin_population(phi: np.ndarray, weights: np.ndarray | None = None,
     """Weight of the alphaL / C7ax basin (0 < phi < 120 deg) of the first residue, with an error.
 
     Weighted samples: the error uses the Kish effective sample size. A time series (MD frames,
-    `n_blocks` given): the error is the spread of the block means, so correlated frames are not
-    counted as independent. Both floor p(1-p) at 1/n so an empty basin still shows a resolution.
+    `n_blocks` given, weighted or not): the error is at least the spread of the block estimates,
+    so correlated frames are not counted as independent. p(1-p) is floored at 1/n so an empty
+    basin still shows a resolution.
     """
     phi = np.asarray(phi)[:, 0]
     w = np.ones(len(phi)) if weights is None else np.asarray(weights, np.float64)
@@ -67,11 +68,21 @@ def phi_basin_population(phi: np.ndarray, weights: np.ndarray | None = None,
     p = float(np.sum(w[inside]))
     n_eff = 1.0 / np.sum(w ** 2)
     err = float(np.sqrt(max(p * (1 - p), 1.0 / n_eff) / n_eff))
-    if n_blocks and weights is None and len(phi) >= 2 * n_blocks:
-        means = [np.mean(b) for b in np.array_split(inside, n_blocks)]
-        err = max(err, float(np.std(means, ddof=1) / np.sqrt(n_blocks)))
+    blocked = bool(n_blocks) and len(phi) >= 2 * n_blocks
+    if blocked:
+        means = [np.sum(wb[ib]) / np.sum(wb) for wb, ib in
+                 zip(np.array_split(w, n_blocks), np.array_split(inside, n_blocks)) if np.sum(wb) > 0]
+        err = max(err, float(np.std(means, ddof=1) / np.sqrt(len(means))))
     return {"p_alpha_l": p, "stderr": err, "n_effective": float(n_eff),
-            "n_blocks": n_blocks if weights is None else None}
+            "n_blocks": n_blocks if blocked else None}
+
+
+def temperature_weights(u: np.ndarray, t_run_k: float, t_target_k: float) -> np.ndarray:
+    """Normalized weights that take MD frames at `t_run_k` to the Boltzmann distribution at
+    `t_target_k`; u (n,) is the reduced energy U/kT at the target temperature."""
+    log_w = -(1.0 - t_target_k / t_run_k) * np.asarray(u, np.float64)
+    w = np.exp(log_w - np.max(log_w))
+    return w / w.sum()
 
 
 def evaluate(result, reference, out_dir: str | Path | None = None, lag: int = 10,
