@@ -174,6 +174,20 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedM
     return LoadedModel(model, tokenizer, config, read_card(path), path)
 
 
+def copy_weights(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """A fresh checkpoint folder `dest` holding the weights and config of `src` (for shipping:
+    the card is written separately)."""
+    import shutil
+
+    dest = Path(dest)
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for f in (WEIGHTS, CONFIG):
+        shutil.copy2(Path(src) / f, dest / f)
+    return dest
+
+
 def list_shipped(root: str | os.PathLike | None = None) -> list[tuple[str, dict, dict]]:
     """(name, config, card) of every valid checkpoint folder under assets/models, by name."""
     root = Path(root) if root is not None else SHIPPED_DIR

@@ -135,6 +135,17 @@ def pdb_text_of(traj) -> str:
         return Path(path).read_text()
 
 
+def save_reference(path: str | Path, traj, features: AtomFeatures, max_frames: int,
+                   meta: dict) -> Path:
+    """A shipped reference ensemble: at most `max_frames` frames of `traj`, evenly strided in
+    time, as the test split of a FrameData file (what the app compares with by default)."""
+    idx = np.unique(np.linspace(0, traj.n_frames - 1, min(max_frames, traj.n_frames)).round().astype(int))
+    empty = np.zeros((0, traj.n_atoms, 3), np.float32)
+    meta = {**meta, "frames_kept": int(len(idx)), "frames_of_source": int(traj.n_frames)}
+    return FrameData(empty, empty, traj.xyz[idx].astype(np.float32), features, pdb_text_of(traj),
+                     meta).save(path)
+
+
 def load_source(path: str | Path, top: str | None = None, stride: int = 1):
     """One source -> list of trajectories (one per replica): an `arbg md` folder (replica_*
     subfolders are separate sources) or any trajectory file mdtraj reads (with `top`)."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from arbg_core import checkpoint  # noqa: E402
-from arbg_core.data import FrameData, load_source, pdb_text_of  # noqa: E402
+from arbg_core.data import load_source, save_reference  # noqa: E402
 from arbg_core.energy import EnergyModel  # noqa: E402
 from arbg_core.metrics import e_w2  # noqa: E402
 from arbg_core.peptide import build  # noqa: E402
@@ -112,12 +111,7 @@ def main(argv=None):
                       energy_model=em)
     log(f"test: {json.dumps(report['metrics'])}")
 
-    dest = ROOT / "assets" / "models" / a.name
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    for f in ("model.safetensors", "config.json"):
-        shutil.copy2(Path(a.checkpoint) / f, dest / f)
+    dest = checkpoint.copy_weights(a.checkpoint, ROOT / "assets" / "models" / a.name)
     train_card = loaded.card
     training = json.loads(Path(a.training_summary).read_text()) if a.training_summary else {}
     training.pop("history", None)
@@ -143,14 +137,11 @@ def main(argv=None):
     }
     (dest / "card.json").write_text(json.dumps(card, indent=2, default=float))
 
-    idx = np.unique(np.linspace(0, test.n_frames - 1, min(10_000, test.n_frames)).round().astype(int))
     ref_dir = ROOT / "assets" / "reference"
     ref_dir.mkdir(parents=True, exist_ok=True)
-    empty = np.zeros((0, pep.n_atoms, 3), np.float32)
-    FrameData(empty, empty, test.xyz[idx].astype(np.float32), pep.features, pdb_text_of(test),
-              {"system": system, "source": a.md, "frames": f"{a.train_frames}.. of each replica, strided to {len(idx)}",
-               "save_ps": json.loads(run_file(a.md, "state.json").read_text())["config"]["save_ps"]}
-              ).save(ref_dir / f"{a.name}.npz")
+    save_reference(ref_dir / f"{a.name}.npz", test, pep.features, 10_000,
+                   {"system": system, "source": a.md, "frames": f"{a.train_frames}.. of each replica",
+                    "save_ps": json.loads(run_file(a.md, "state.json").read_text())["config"]["save_ps"]})
     log(f"shipped {dest} and {ref_dir / (a.name + '.npz')}")
 
 

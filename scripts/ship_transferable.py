@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from arbg_core import checkpoint  # noqa: E402
-from arbg_core.data import RESERVED, FrameData, pdb_text_of  # noqa: E402
+from arbg_core.data import RESERVED, save_reference  # noqa: E402
 from arbg_core.energy import EnergyModel  # noqa: E402
 from arbg_core.metrics import e_w2  # noqa: E402
 from arbg_core.peptide import build, system_name  # noqa: E402
@@ -142,19 +142,11 @@ def main(argv=None):
                "sampling_s": time.perf_counter() - t0}
         rows.append(row)
         log(f"{seq}: " + ", ".join(f"{k} {v:.3g}" for k, v in row.items() if k != "sequence"))
-        idx = np.unique(np.linspace(0, ref.n_frames - 1, min(a.ref_frames, ref.n_frames)).round().astype(int))
-        empty = np.zeros((0, pep.n_atoms, 3), np.float32)
-        FrameData(empty, empty, ref.xyz[idx].astype(np.float32), pep.features, pdb_text_of(ref),
-                  {"system": {"sequence": seq, "termini": termini}, "source": str(md_root / seq),
-                   "frames": f"all frames of a test sequence, strided to {len(idx)}"}
-                  ).save(ref_dir / f"{system_name(seq, termini)}.npz")
+        save_reference(ref_dir / f"{system_name(seq, termini)}.npz", ref, pep.features, a.ref_frames,
+                       {"system": {"sequence": seq, "termini": termini}, "source": str(md_root / seq),
+                        "frames": "all frames of a test sequence"})
 
-    model_dest = dest / "assets" / "models" / a.name
-    if model_dest.exists():
-        shutil.rmtree(model_dest)
-    model_dest.mkdir(parents=True)
-    for f in ("model.safetensors", "config.json"):
-        shutil.copy2(Path(a.checkpoint) / f, model_dest / f)
+    model_dest = checkpoint.copy_weights(a.checkpoint, dest / "assets" / "models" / a.name)
     training = json.loads(Path(a.training_summary).read_text()) if a.training_summary else {}
     training.pop("history", None)
     card = {
