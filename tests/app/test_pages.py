@@ -370,3 +370,35 @@ def test_record_upload_rejects_other_json(models_dir):
     at = fresh()
     at.file_uploader(key="home_record").set_value(("x.json", b'{"a": 1}', "application/json")).run()
     assert "not an arbg run record" in messages(at.error)
+
+
+def test_every_page_with_a_transferable_dipeptide_run(tmp_path, monkeypatch, models_dir):
+    """A zwitterionic dipeptide (no residue has both phi and psi) through every page, with the
+    transferable model's per-system reference reference/MODEL/SYSTEM.npz overlaid."""
+    import torch
+
+    from arbg_core import checkpoint, peptide
+    from arbg_core.data import FrameData, pdb_text_of
+    from arbg_core.model import ArBG, ModelConfig
+    from arbg_core.tokenizer import TokenizerConfig
+
+    torch.manual_seed(0)
+    checkpoint.save(tmp_path / "models" / "general", ArBG(ModelConfig.preset("tiny")),
+                    TokenizerConfig(n_bins=64, a=4.5, std=0.25), transferable=True,
+                    card={"tau": 1.0}, extra={"termini": "zwitterionic", "lengths": [2, 2]})
+    pep = peptide.build("AR", "zwitterionic")
+    xyz = (pep.xyz[None] + 0.004 * np.random.default_rng(0).standard_normal((120, pep.n_atoms, 3))).astype(np.float32)
+    empty = np.zeros((0, pep.n_atoms, 3), np.float32)
+    FrameData(empty, empty, xyz, pep.features, pdb_text_of(pep.to_mdtraj()), {}).save(
+        tmp_path / "reference" / "general" / "AR-zw.npz")
+    monkeypatch.setenv("ARBG_MODELS_DIR", str(tmp_path / "models"))
+    at = fresh()
+    at.text_input(key="home_sequence").set_value("AR").run()
+    sample(at, n=32)
+    for page in PAGES:
+        at.switch_page(page).run()
+        assert not at_errors(at), page
+    at.switch_page(PAGES[1]).run()
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    titles = [a["text"] for a in fig["layout"]["annotations"]]
+    assert "reference (shipped MD) — φ ARG2 / ψ ALA1" in titles, titles
