@@ -231,9 +231,16 @@ def _fit(source: FrameData | Corpus, vals: dict, out_dir, cfg: TrainConfig, *, a
     opts = _optimizers(model, cfg)
     start_step, best_val, history, elapsed0 = 0, float("inf"), [], 0.0
     state_file = out / "train_state.pt"
+    # what a resumed run must share with the run it continues (std is fitted to the frames)
+    fingerprint = json.dumps({"frames": provenance.get("frames"), "std_nm": float(std),
+                              "size": cfg.size, "n_bins": mcfg.n_bins}, sort_keys=True)
     if resume and state_file.exists():
         # Our own file: weights_only=True all the same (tensors, numbers and dicts only).
         state = torch.load(state_file, map_location="cpu", weights_only=True)
+        if state.get("fingerprint", fingerprint) != fingerprint:
+            raise ValueError(f"{out} was trained on other data or settings ({state['fingerprint']}, "
+                             f"now {fingerprint}): resume with the same --data and --size, or "
+                             "start a new --out")
         model.load_state_dict(state["model"])
         for opt, s in zip(opts, state["optimizers"]):
             opt.load_state_dict(s)
@@ -296,7 +303,7 @@ def _fit(source: FrameData | Corpus, vals: dict, out_dir, cfg: TrainConfig, *, a
                         "elapsed_s": elapsed0 + time.perf_counter() - t0,
                         "model": model.state_dict(),
                         "optimizers": [opt.state_dict() for opt in opts],
-                        "generator": gen.get_state()}, tmp)
+                        "generator": gen.get_state(), "fingerprint": fingerprint}, tmp)
             os.replace(tmp, state_file)
         if progress and rank == 0:
             progress(done, cfg.steps, {"loss": loss.item(), "grad_norm": float(gnorm),

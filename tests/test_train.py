@@ -80,6 +80,16 @@ def test_same_seed_same_model_and_resume_is_seamless(tmp_path, toy_data):
         assert torch.allclose(wa[k], wc[k], atol=1e-6), k
 
 
+def test_resume_refuses_other_data(tmp_path, toy_data):
+    from arbg_core.data import FrameData
+
+    train(toy_data, tmp_path / "r", small_cfg(steps=2))
+    half = FrameData(toy_data.xyz_train[::2], toy_data.xyz_val, toy_data.xyz_test,
+                     toy_data.features, toy_data.topology_pdb, {**toy_data.meta, "frames": {"train": 1}})
+    with pytest.raises(ValueError, match="other data or settings"):
+        train(half, tmp_path / "r", small_cfg(), resume=True)
+
+
 def test_muon_optimizer_runs(tmp_path, toy_data):
     s = train(toy_data, tmp_path, small_cfg(optimizer="muon", steps=4, val_every=2))
     assert np.isfinite(s["best_val_nll"])

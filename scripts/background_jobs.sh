@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The long CPU jobs behind the shipped models, each resumable: rerun this script after a machine
+# restart and every job continues where its last checkpoint left it. One job per core; logs in
+# data/*.log and runs/*.log. Which jobs: `scripts/background_jobs.sh list`.
+#
+#   scripts/background_jobs.sh aaa-md        # capped tri-alanine reference MD (#5)
+#   scripts/background_jobs.sh aaa-train     # tri-alanine model on the CPU (#5), needs data/aaa.npz
+#   scripts/background_jobs.sh corpus I/N    # dipeptide corpus MD, shard I of N (#8)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ARBG=${ARBG:-.venv/bin/arbg}
+mkdir -p data runs
+export OMP_NUM_THREADS=1  # one core per job: two threads beside another job are slower
+
+case "${1:-list}" in
+  aaa-md)
+    nohup "$ARBG" md AAA --termini capped --ns 200 --seed 201 --out data/aaa_t300/replica_00 \
+      >> data/aaa_t300.log 2>&1 & ;;
+  aaa-train)
+    [ -f data/aaa.npz ] || "$ARBG" train --data data/aaa_t300:50000 data/aaa_device/md_aaa \
+      --split 0.9,0.1,0 --save-data data/aaa.npz
+    resume=$([ -f runs/aaa_cpu/train_state.pt ] && echo --resume || true)
+    nohup "$ARBG" train --data data/aaa.npz --size small --optimizer muon --lr 2e-3 \
+      --batch-size 256 --steps 15000 --val-every 200 --seed 0 --out runs/aaa_cpu $resume \
+      >> runs/aaa_cpu.log 2>&1 & ;;
+  corpus)
+    nohup "$ARBG" md --sequences assets/corpus/dipeptides.txt --shard "${2:?shard i/n}" --ns 5 \
+      --out data/dipeptides_md >> "data/dipeptides_md_shard${2%%/*}.log" 2>&1 & ;;
+  list)
+    sed -n '2,9p' "$0" ;;
+  *)
+    echo "unknown job ${1}; run: $0 list" >&2; exit 2 ;;
+esac
