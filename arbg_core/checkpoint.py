@@ -201,6 +201,30 @@ def list_shipped(root: str | os.PathLike | None = None) -> list[tuple[str, dict,
     return out
 
 
+def shipped_for(sequence: str, termini: str, root: str | os.PathLike | None = None) -> list[str]:
+    """Names of the shipped models that can sample `sequence` (normalized) with `termini`:
+    single-system models of exactly that system first, then transferable ones in range.
+    Raises ValueError saying what is shipped, and each transferable model's range, if none can."""
+    shipped = list_shipped(root)
+    serving = {"single": [], "transferable": []}
+    limits = []
+    for name, config, _ in shipped:
+        try:
+            check_serves(config, sequence, termini, name)
+        except ValueError as e:
+            if config.get("system") is None:
+                limits.append(str(e))
+            continue
+        serving["single" if config.get("system") is not None else "transferable"].append(name)
+    if serving["single"] or serving["transferable"]:
+        return serving["single"] + serving["transferable"]
+    systems = [f"{c['system']['sequence']} ({c['system']['termini']})" for _, c, _ in shipped
+               if c.get("system") is not None]
+    raise ValueError(f"no shipped model covers {sequence} ({termini}). Per-system models: "
+                     f"{', '.join(systems) or 'none'}" + "".join(f"; {m}" for m in limits) +
+                     ". Train one with `arbg md` and `arbg train` (README).")
+
+
 def resolve(name_or_path: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
     """A checkpoint folder path, or the name of a shipped model -> its folder."""
     path = Path(name_or_path)

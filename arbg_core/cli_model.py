@@ -182,10 +182,28 @@ def _sample_with_bar(loaded, pep, cfg):
         bar.close()
 
 
+def model_for(args):
+    """--model, or without it the first shipped model that serves --sequence (DESIGN §11 order:
+    a per-system model of exactly that system, else a transferable one in its trained range)."""
+    from . import checkpoint, peptide
+
+    if args.model is not None:
+        return load_model(args.model)
+    if args.sequence is None:
+        raise UsageError("give --model, or --sequence to pick a shipped model that covers it")
+    termini = args.termini or "zwitterionic"
+    try:
+        name = checkpoint.shipped_for(peptide.normalize_sequence(args.sequence, termini), termini)[0]
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    print(f"model: {name} (shipped)")
+    return load_model(name)
+
+
 def cmd_sample(args):
     from .pipeline import SampleConfig, write_outputs
 
-    loaded = load_model(args.model)
+    loaded = model_for(args)
     pep = system_for(loaded, args.sequence, args.termini)
     cfg = SampleConfig(n=args.n, batch_size=args.batch_size, tau=args.temperature, seed=args.seed,
                        device=args.device, use_kv_cache=not args.no_kv_cache, method=args.method,
@@ -201,7 +219,7 @@ def cmd_evaluate(args):
     from .pipeline import SampleConfig, write_outputs
     from .report import evaluate, load_reference
 
-    loaded = load_model(args.model)
+    loaded = model_for(args)
     pep = system_for(loaded, args.sequence, args.termini)
     try:
         reference = load_reference(args.reference, args.top)
@@ -250,7 +268,8 @@ def cmd_bench(args):
 
 def _add_sampling_flags(p, default_batch):
     """Flags shared by `sample` and `evaluate` (names fixed by DESIGN §14)."""
-    p.add_argument("--model", required=True, metavar="DIR", help="checkpoint folder or shipped name")
+    p.add_argument("--model", metavar="DIR", help="checkpoint folder or shipped name (default: the "
+                   "shipped model that covers --sequence, per-system first, then transferable)")
     p.add_argument("--sequence", metavar="SEQ")
     p.add_argument("--termini", choices=("zwitterionic", "capped"))
     p.add_argument("--batch-size", type=int, default=default_batch)

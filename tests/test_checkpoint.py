@@ -111,6 +111,23 @@ def test_shipped_registry_and_resolve(tmp_path, monkeypatch):
         checkpoint.resolve("chignolin-large")
 
 
+def test_shipped_for_prefers_the_per_system_model_then_a_transferable_one_in_range(tmp_path):
+    root = tmp_path / "models"
+    saved(root, name="ala2-small")
+    torch.manual_seed(0)
+    checkpoint.save(root / "general", ArBG(ModelConfig.preset("tiny")), TokenizerConfig(n_bins=64),
+                    transferable=True, extra={"termini": "zwitterionic", "lengths": [2, 3]})
+    checkpoint.save(root / "capped-any", ArBG(ModelConfig.preset("tiny")), TokenizerConfig(n_bins=64),
+                    transferable=True, extra={"termini": "capped"})
+    assert checkpoint.shipped_for("A", "capped", root) == ["ala2-small", "capped-any"]
+    assert checkpoint.shipped_for("GS", "zwitterionic", root) == ["general"]
+    with pytest.raises(ValueError) as e:
+        checkpoint.shipped_for("GSAA", "zwitterionic", root)
+    msg = str(e.value)
+    assert "no shipped model covers GSAA (zwitterionic)" in msg and "A (capped)" in msg
+    assert "general samples zwitterionic peptides of length 2-3 only" in msg
+
+
 def test_real_shipped_dir_is_listable():
     assert checkpoint.SHIPPED_DIR.name == "models"
     for name, config, card in checkpoint.list_shipped():

@@ -73,6 +73,16 @@ def test_sample_cli_errors(tmp_path, tiny_model):
     assert r.returncode == 2 and "serves A" in r.stderr
 
 
+def test_sample_cli_picks_the_shipped_model_of_a_sequence(tmp_path):
+    r = arbg("sample", "--sequence", "A", "--termini", "capped", "--n", 8, "--out", tmp_path / "a")
+    assert "model: ala2 (shipped)" in r.stdout
+    assert json.loads((tmp_path / "a" / "summary.json").read_text())["sequence"] == "A"
+    r = arbg("sample", "--sequence", "GSGSGSGSGS", "--n", 8, "--out", tmp_path / "long", check=False)
+    assert r.returncode == 2 and "no shipped model covers GSGSGSGSGS (zwitterionic)" in r.stderr
+    r = arbg("sample", "--n", 8, "--out", tmp_path / "none", check=False)
+    assert r.returncode == 2 and "give --model, or --sequence" in r.stderr
+
+
 def test_evaluate_end_to_end(tmp_path, tiny_model, reference):
     out = tmp_path / "ev"
     arbg("evaluate", "--model", tiny_model, "--reference", reference, "--n-proposals", 200,
