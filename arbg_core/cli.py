@@ -107,8 +107,16 @@ def cmd_md(args):
                     "seeds": "seed + index in the sequence file", "roles": dict(listed)}
         out.mkdir(parents=True, exist_ok=True)
         (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        for job in jobs:
-            _md_one(*job)
+        failed = []
+        for job in jobs:  # one failing sequence does not stop an unattended shard
+            try:
+                _md_one(*job)
+            except Exception as e:  # e.g. OpenMMException from a blown-up integrator
+                sys.stderr.write(f"arbg md: {job[0]} failed, going on with the next: {e}\n")
+                failed.append(job[0])
+        if failed:
+            raise UsageError(f"{len(failed)} of {len(jobs)} sequences failed ({', '.join(failed)}); "
+                             "rerun the same command to retry them (finished ones are skipped)")
         return
     if args.replicas == 1:
         _md_one(args.sequence, args.termini, out, config)

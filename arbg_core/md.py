@@ -139,6 +139,10 @@ def run_md(topology, xyz: np.ndarray, out_dir: str | os.PathLike, config: MDConf
             pos = ctx.getState(getPositions=True).getPositions(asNumpy=True)
             frames[i] = pos.value_in_unit(unit.nanometer)
         seconds = time.perf_counter() - t0
+        if not np.isfinite(frames).all():  # blew up: keep the last good checkpoint, write nothing
+            raise RuntimeError(f"{out}: non-finite coordinates in chunk {k} (frames "
+                               f"{k * chunk_size}..{k * chunk_size + n - 1}); the run stays at "
+                               f"{frames_done} frames")
         _write_chunk(out / f"chunk_{k:05d}.dcd", frames, mdtop)
         ckpt = f"checkpoint_{k + 1}.chk"
         _atomic_write(out / ckpt, ctx.createCheckpoint())

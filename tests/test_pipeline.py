@@ -135,3 +135,34 @@ def test_corpus_mode_shards(tmp_path):
     r = arbg("md", "--sequences", seqs, "--shard", "2/2", "--ns", 1, "--out", tmp_path / "c",
              check=False)
     assert r.returncode == 2 and "shard" in r.stderr
+
+
+def test_corpus_mode_goes_on_after_a_failing_sequence(tmp_path, monkeypatch, capsys):
+    from arbg_core import cli, md
+
+    real = md.run_md
+
+    def flaky(topology, xyz, out, config, progress=None):
+        if out.name == "GA":
+            raise RuntimeError("non-finite coordinates in chunk 0 (injected)")
+        return real(topology, xyz, out, config, progress)
+
+    monkeypatch.setattr(md, "run_md", flaky)
+    seqs = tmp_path / "seqs.txt"
+    seqs.write_text("AG\nGA\nGG\n")
+    rc = cli.main(["md", "--sequences", str(seqs), "--ns", "0.002", "--warmup-ps", "1",
+                   "--chunk-frames", "2", "--out", str(tmp_path / "corpus")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "GA failed, going on" in err and "1 of 3 sequences failed (GA)" in err
+    for s in ("AG", "GG"):
+        assert load_run(tmp_path / "corpus" / s).n_frames == 2
+
+
+def test_md_refuses_to_write_non_finite_frames(tmp_path, ala2):
+    from arbg_core.md import MDConfig, run_md
+
+    xyz = ala2.xyz.copy()
+    xyz[1] = xyz[0]  # two atoms on top of each other: the integrator blows up at once
+    with pytest.raises(RuntimeError, match="non-finite coordinates in chunk 0"):
+        run_md(ala2.topology, xyz, tmp_path / "bad", MDConfig(ns=0.002, warmup_ps=0.01, chunk_frames=2))
+    assert not list((tmp_path / "bad").glob("chunk_*.dcd"))
