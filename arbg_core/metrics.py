@@ -62,6 +62,23 @@ def ramachandran_labels(topology, pairs: list[tuple[int, int]]) -> list[str]:
     return [str(res[a]) if a == b else f"φ {res[a]} / ψ {res[b]}" for a, b in pairs]
 
 
+def integrated_autocorrelation_time(x: np.ndarray, c: float = 5.0) -> float:
+    """tau_int = 1/2 + sum_t rho(t) in frames, summed up to Sokal's window M >= c tau_int(M)."""
+    x = np.asarray(x, np.float64) - np.mean(x)
+    n = len(x)
+    f = np.fft.rfft(x, 2 * n)
+    acf = np.fft.irfft(f * np.conj(f))[:n]
+    if acf[0] <= 0:
+        return 0.5
+    rho = acf / acf[0]
+    tau = 0.5
+    for m in range(1, n):
+        tau += rho[m]
+        if m >= c * tau:
+            break
+    return float(max(tau, 0.5))
+
+
 # -------------------------------------------------------------------------------- helpers
 
 

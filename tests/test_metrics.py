@@ -224,3 +224,14 @@ def test_evaluate_ensemble_of_the_reference_itself_is_zero(aa_traj):
     far = M.evaluate_ensemble(ref, ref.xyz, ref.topology, u_ref, u_ref, w, lag=2, n_points=n)
     assert far["reweighted"]["t_w2"] > far["noise_floor"]["t_w2"]
     assert far["proposal"]["t_w2"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_integrated_autocorrelation_time_of_an_ar1_process():
+    rng = np.random.default_rng(2)
+    for a in (0.0, 0.5, 0.9):
+        x = np.zeros(200_000)
+        noise = rng.standard_normal(len(x))
+        for t in range(1, len(x)):
+            x[t] = a * x[t - 1] + noise[t]
+        exact = (1 + a) / (2 * (1 - a))  # tau_int = 1/2 + sum_t a^t
+        assert M.integrated_autocorrelation_time(x) == pytest.approx(exact, rel=0.1)
