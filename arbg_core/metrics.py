@@ -57,7 +57,7 @@ def ramachandran_angles(traj) -> tuple[np.ndarray, np.ndarray, list[tuple[int, i
 
 
 def ramachandran_labels(topology, pairs: list[tuple[int, int]]) -> list[str]:
-    """Panel titles for `ramachandran_angles` pairs: 'ALA2', or 'phi ALA2 / psi GLY1'."""
+    """Panel titles for `ramachandran_angles` pairs: 'ALA2', or 'φ SER2 / ψ GLY1'."""
     res = list(topology.residues)
     return [str(res[a]) if a == b else f"φ {res[a]} / ψ {res[b]}" for a, b in pairs]
 

@@ -229,8 +229,8 @@ class Attention(nn.Module):
             k, v = kv_cache.update(layer, start, k, v)  # (B, H, start + t, hd)
             k, v = k.to(q.dtype), v.to(q.dtype)
         if x.device.type == "cpu" and q.dtype == torch.bfloat16:
-            # CPU attention kernels in bf16 are several times slower than in fp32 (its backward
-            # most: 7x here), while bf16 matmuls are faster on AMX: attention runs in fp32.
+            # On CPUs the bf16 attention kernels are slower than fp32 ones (7x for the backward
+            # on this AMX machine) while bf16 matmuls are faster: attention stays in fp32.
             with torch.autocast("cpu", enabled=False):
                 y = self._attend(q.float(), k.float(), v.float(), start).to(q.dtype)
         else:
