@@ -174,6 +174,15 @@ class quiet_stdout:
         os.close(self._saved)
 
 
+def run_meta(out_dir: str | os.PathLike) -> dict:
+    """md.json (settings, temperature, platform) of an `arbg md` folder or of its first replica."""
+    out = Path(out_dir)
+    for folder in (out, *sorted(p for p in out.glob("replica_*") if p.is_dir())):
+        if (folder / "md.json").is_file():
+            return json.loads((folder / "md.json").read_text())
+    raise FileNotFoundError(f"no md.json under {out}: not an `arbg md` folder")
+
+
 def load_run(out_dir: str | os.PathLike, stride: int = 1):
     """Load an `arbg md` folder (or a folder of replica_* folders) as one mdtraj Trajectory."""
     import mdtraj as md

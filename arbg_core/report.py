@@ -52,6 +52,11 @@ def alpha_l(phi: np.ndarray) -> np.ndarray:
     return (phi > 0) & (phi < np.radians(120))
 
 
+def alpha_l_entries(phi: np.ndarray) -> int:
+    """phi (n,) rad of a time series -> how often it entered the alphaL / C7ax basin."""
+    return int(np.sum(np.diff(alpha_l(phi).astype(int)) == 1))
+
+
 def phi_basin_population(phi: np.ndarray, weights: np.ndarray | None = None,
                          n_blocks: int | None = None) -> dict:
     """Weight of the alphaL / C7ax basin (0 < phi < 120 deg) of the first residue, with an error.
@@ -105,7 +110,7 @@ def evaluate(result, reference, out_dir: str | Path | None = None, lag: int = 10
     report = {"metrics": metrics, "phi_positive_basin": basins, "sampling": result.summary(),
               "reference": {"n_frames": int(reference.n_frames),
                             # entries into the alphaL basin: how often the reference crossed
-                            "alpha_l_entries": int(np.sum(np.diff(alpha_l(phi_ref[:, 0]).astype(int)) == 1))},
+                            "alpha_l_entries": alpha_l_entries(phi_ref[:, 0])},
               "tica_lag_frames": lag, "timings_s": {"evaluate": time.perf_counter() - t0}}
     if out_dir is not None:
         write_report(report, out_dir, pep, ens, u_ref, (phi_ref, psi_ref), (phi_ens, psi_ens), pairs)

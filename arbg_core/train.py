@@ -3,9 +3,9 @@
 Every step draws a batch of frames, rotates each one at random about its centroid, tokenizes,
 and minimizes the mean cross-entropy over real (unpadded) tokens. AdamW (or Muon on the weight
 matrices) with linear warm-up and cosine decay, gradient clipping, bf16 autocast where the
-device has fast bf16 matmuls (CUDA; CPUs where a measured bf16 matmul beats fp32, e.g. AMX). Rank 0 validates (NLL in nats per nm-coordinate of the continuous density),
-keeps `best/` and `last/` checkpoints (safetensors + JSON) and a `train_state.pt` that
-`--resume` continues from.
+device has fast bf16 matmuls (CUDA; CPUs where a timed bf16 matmul beats fp32, e.g. AMX).
+Rank 0 validates (NLL in nats per nm-coordinate of the continuous density), keeps `best/` and
+`last/` checkpoints (safetensors + JSON) and a `train_state.pt` that `--resume` continues from.
 
 One loop serves both models: `train` draws from one system's `FrameData` (std fitted to its
 frames, a = 3), `train_transferable` from a `Corpus` of many sequences in right-padded batches

@@ -30,6 +30,7 @@ def run(out_dir="results", n=5000, md_ns=2.0) -> dict:
     from arbg_core.metrics import backbone_torsions, integrated_autocorrelation_time
     from arbg_core.peptide import build
     from arbg_core.pipeline import SampleConfig, run_sampling
+    from arbg_core.report import alpha_l
 
     pep = build("A", "capped")
     loaded = checkpoint.load(checkpoint.resolve("ala2"))
@@ -62,7 +63,7 @@ def run(out_dir="results", n=5000, md_ns=2.0) -> dict:
            "md": {"ns": md_ns, "frames": int(traj.n_frames), "ns_per_day": ns_per_day,
                   "wall_s_incl_setup": md_s, "tau_int_frames": taus, "slowest": slowest,
                   "effective_samples": md_eff, "ess_per_s": md_eff_per_s,
-                  "alpha_l_frames": int(np.sum((phi[:, 0] > 0) & (phi[:, 0] < np.radians(120))))},
+                  "alpha_l_frames": int(alpha_l(phi[:, 0]).sum())},
            "arbg_over_md": (ess / arbg_s) / md_eff_per_s,
            "note": "MD on one thread; ArBG with torch's default threads. MD's tau_int misses the "
                    "alphaL basin it never visits, so its figure is an upper bound."}

@@ -26,7 +26,7 @@ else:
 bins = st.slider("Bins per axis", 24, 90, 60, 6, key="rama_bins")
 st.plotly_chart(plots.ramachandran_figure(ensembles, run.residue_labels(), bins=bins))
 
-st.subheader("Population of φ > 0 (αL / C7ax basins), first residue")
+st.subheader("Population of 0 < φ < 120° (αL / C7ax basins), first residue")
 rows = {label: phi_basin_population(angles[0], w) for label, (angles, w) in ensembles.items()}
 table = pd.DataFrame(rows).T.rename(columns={"p_alpha_l": "population", "stderr": "± std. error",
                                              "n_effective": "effective samples"})

@@ -25,18 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from arbg_core.energy import EnergyModel, get_preset  # noqa: E402
-from arbg_core.md import load_run  # noqa: E402
+from arbg_core.md import load_run, run_meta  # noqa: E402
 from arbg_core.metrics import ramachandran_angles  # noqa: E402
-from arbg_core.report import alpha_l, phi_basin_population, temperature_weights  # noqa: E402
-
-
-def run_settings(md_dir: Path) -> tuple[float, str, float]:
-    """(temperature K, preset, ps per frame) of an `arbg md` folder (or of its first replica)."""
-    for folder in (md_dir, *sorted(md_dir.glob("replica_*"))):
-        if (folder / "md.json").is_file():
-            meta = json.loads((folder / "md.json").read_text())
-            return float(meta["temperature_k"]), meta["config"]["preset"], float(meta["config"]["save_ps"])
-    raise FileNotFoundError(f"no md.json under {md_dir}")
+from arbg_core.report import alpha_l, alpha_l_entries, phi_basin_population, temperature_weights  # noqa: E402
 
 
 def main(argv=None):
@@ -49,7 +40,9 @@ def main(argv=None):
 
     rows, preset_names = [], set()
     for folder in map(Path, a.md):
-        t_run, preset_name, save_ps = run_settings(folder)
+        meta = run_meta(folder)
+        t_run, preset_name, save_ps = (float(meta["temperature_k"]), meta["config"]["preset"],
+                                       float(meta["config"]["save_ps"]))
         preset_names.add(preset_name)
         traj = load_run(folder)
         preset = get_preset(preset_name)
@@ -60,7 +53,7 @@ def main(argv=None):
         rows.append({"md": str(folder), "temperature_k": t_run, "frames": int(traj.n_frames),
                      "ns": traj.n_frames * save_ps / 1000.0,
                      "frames_in_basin": int(alpha_l(phi[:, 0]).sum()),
-                     "entries": int(np.sum(np.diff(alpha_l(phi[:, 0]).astype(int)) == 1)), **pop})
+                     "entries": alpha_l_entries(phi[:, 0]), **pop})
         print(f"{folder} ({t_run:g} K, {traj.n_frames} frames): p = {100 * pop['p_alpha_l']:.2f} "
               f"± {100 * pop['stderr']:.2f} % at {preset.temperature_k:g} K "
               f"(n_eff {pop['n_effective']:.0f}, {rows[-1]['entries']} entries)")

@@ -27,18 +27,11 @@ sys.path.insert(0, str(ROOT))
 from arbg_core import checkpoint  # noqa: E402
 from arbg_core.data import load_source, save_reference  # noqa: E402
 from arbg_core.energy import EnergyModel  # noqa: E402
+from arbg_core.md import run_meta  # noqa: E402
 from arbg_core.metrics import e_w2  # noqa: E402
 from arbg_core.peptide import build  # noqa: E402
 from arbg_core.pipeline import SampleConfig, run_sampling, versions  # noqa: E402
 from arbg_core.report import evaluate  # noqa: E402
-
-
-def run_file(md_dir: str, name: str) -> Path:
-    """md.json / state.json of an `arbg md` folder (or of its first replica)."""
-    for folder in (Path(md_dir), *sorted(Path(md_dir).glob("replica_*"))):
-        if (folder / name).exists():
-            return folder / name
-    raise FileNotFoundError(f"no {name} under {md_dir}")
 
 
 def split_replicas(replicas, train_frames: int):
@@ -122,7 +115,7 @@ def main(argv=None):
         "training": {"steps": train_card.get("steps"), "val_nll": train_card.get("val_nll"),
                      "wall_time_s": train_card.get("wall_time_s"), "data": train_card.get("data"),
                      **{k: training.get(k) for k in ("device", "tokens_per_s", "params", "bf16")}},
-        "md_reference": {"folder": a.md, **json.loads(run_file(a.md, "md.json").read_text())},
+        "md_reference": {"folder": a.md, **run_meta(a.md)},
         "tau_tuning": tuning,
         "evaluation": {"split": f"frames {a.train_frames}.. of each replica of the MD run "
                                 f"({test.n_frames} frames, never seen in training)",
@@ -141,7 +134,7 @@ def main(argv=None):
     ref_dir.mkdir(parents=True, exist_ok=True)
     save_reference(ref_dir / f"{a.name}.npz", test, pep.features, 10_000,
                    {"system": system, "source": a.md, "frames": f"{a.train_frames}.. of each replica",
-                    "save_ps": json.loads(run_file(a.md, "state.json").read_text())["config"]["save_ps"]})
+                    "save_ps": run_meta(a.md)["config"]["save_ps"]})
     log(f"shipped {dest} and {ref_dir / (a.name + '.npz')}")
 
 

@@ -42,9 +42,8 @@ def log(msg):
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def sequences_by_role(md_root: Path) -> dict[str, list[str]]:
+def sequences_by_role(md_root: Path, manifest: dict) -> dict[str, list[str]]:
     """{role: [sequence]} of the finished runs in an `arbg md --sequences` folder."""
-    manifest = json.loads((md_root / "manifest.json").read_text())
     roles = manifest.get("roles") or {}
     out = {"train": [], "val": [], "test": []}
     for seq in manifest["sequences"]:
@@ -90,8 +89,9 @@ def main(argv=None):
     loaded = checkpoint.load(a.checkpoint)
     if not loaded.config.get("transferable"):
         raise SystemExit(f"{a.checkpoint} is a single-system model: use scripts/ship_model.py")
-    termini = json.loads((md_root / "manifest.json").read_text())["termini"]
-    roles = sequences_by_role(md_root)
+    manifest = json.loads((md_root / "manifest.json").read_text())
+    termini = manifest["termini"]
+    roles = sequences_by_role(md_root, manifest)
     if not roles["val"] or not roles["test"]:
         raise SystemExit(f"{md_root} needs finished val and test sequences; it has {roles}")
     log(f"val {roles['val']}, test {roles['test']}")
@@ -157,7 +157,7 @@ def main(argv=None):
                      "wall_time_s": loaded.card.get("wall_time_s"), "data": loaded.card.get("data"),
                      **{k: training.get(k) for k in ("device", "tokens_per_s", "params", "bf16")}},
         "corpus_md": {"folder": str(a.md), "roles": roles,
-                      "protocol": json.loads((md_root / "manifest.json").read_text())["config"]},
+                      "protocol": manifest["config"]},
         "tau_tuning": tuning,
         "evaluation": {"zero_shot": "test sequences, never trained on; reference = all their MD frames",
                        "n_proposals": a.n_proposals, "n_eval": a.n_eval,
