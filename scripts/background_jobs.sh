@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ARBG=${ARBG:-.venv/bin/arbg}
 mkdir -p data runs
-export OMP_NUM_THREADS=1  # one core per job: two threads beside another job are slower
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # one core per job: two threads beside another job are slower
 
 case "${1:-list}" in
   aaa-md)
@@ -22,7 +22,7 @@ case "${1:-list}" in
       --split 0.9,0.1,0 --save-data data/aaa.npz
     resume=$([ -f runs/aaa_cpu/train_state.pt ] && echo --resume || true)
     nohup "$ARBG" train --data data/aaa.npz --size small --optimizer muon --lr 2e-3 \
-      --batch-size 256 --steps 15000 --val-every 200 --seed 0 --out runs/aaa_cpu $resume \
+      --batch-size 256 --steps 5500 --val-every 250 --seed 0 --out runs/aaa_cpu $resume \
       >> runs/aaa_cpu.log 2>&1 & ;;
   corpus)
     nohup "$ARBG" md --sequences assets/corpus/dipeptides.txt --shard "${2:?shard i/n}" --ns 5 \
@@ -40,7 +40,7 @@ print(f"aaa-md: {frames('data/aaa_t300/replica_00') / 1000:.1f} ns of 300 K tri-
 card = Path("runs/aaa_cpu/last/card.json")
 if card.is_file():
     c = json.loads(card.read_text())
-    print(f"aaa-train: step {c.get('steps')} of 15000, val NLL {c.get('val_nll'):.3f}")
+    print(f"aaa-train: step {c.get('steps')} of 5500, val NLL {c.get('val_nll'):.3f}")
 else:
     print("aaa-train: not started")
 root = Path("data/dipeptides_md")
