@@ -37,10 +37,12 @@ def test_shipped_model_reweights_to_md(name):
     ens = result.ensemble
     # A trained model keeps almost all samples and spreads weight over many of them.
     assert ens.counts["dropped"] < 0.05 * ens.n
-    # (the ala2 card reports ~2% at 100k; a broken model is at ~0.05%, DESIGN §7; the
-    # transferable model's goal is a 2% mean over unseen sequences)
+    # A broken model's ESS is ~1 sample (0.05% of 2,000; DESIGN §7). A per-system model keeps at
+    # least a quarter of the ESS fraction its card measured at 100k proposals (ala2 2%, aaa 0.56%:
+    # 2,000-sample draws of aaa spread over 0.28-0.8%); the transferable model's goal is a 2% mean.
     transferable = bool(loaded.config.get("transferable"))
-    assert ens.ess_fraction > (0.002 if transferable else 0.005), ens.ess_fraction
+    floor = 0.002 if transferable else max(0.001, 0.25 * card["evaluation"]["ess_fraction"])
+    assert ens.ess_fraction > floor, (ens.ess_fraction, floor)
     reference = load_reference(reference_file)
     phi_ref, _, _ = ramachandran_angles(reference)
     phi, _, _ = ramachandran_angles(reference.__class__(ens.xyz, pep.topology))
