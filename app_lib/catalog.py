@@ -13,7 +13,8 @@ from pathlib import Path
 from arbg_core.checkpoint import check_serves, preset_of
 from arbg_core.peptide import TERMINI, system_name
 
-NAMED_SYSTEMS = {("A", "capped"): "alanine dipeptide (Ace-Ala-Nme)"}
+NAMED_SYSTEMS = {("A", "capped"): "alanine dipeptide (Ace-Ala-Nme)",
+                 ("AAA", "capped"): "tri-alanine (Ace-Ala-Ala-Ala-Nme)"}
 DEFAULT_SYSTEM = ("A", "capped")
 TERMINI_LABELS = {"zwitterionic": "zwitterionic (free NH3+ / COO-)", "capped": "capped (ACE / NME)"}
 assert set(TERMINI_LABELS) == set(TERMINI)
