@@ -106,6 +106,7 @@ def main(argv=None):
 
     dest = checkpoint.copy_weights(a.checkpoint, ROOT / "assets" / "models" / a.name)
     train_card = loaded.card
+    md_meta = run_meta(a.md)
     training = json.loads(Path(a.training_summary).read_text()) if a.training_summary else {}
     training.pop("history", None)
     s = report["sampling"]
@@ -115,7 +116,7 @@ def main(argv=None):
         "training": {"steps": train_card.get("steps"), "val_nll": train_card.get("val_nll"),
                      "wall_time_s": train_card.get("wall_time_s"), "data": train_card.get("data"),
                      **{k: training.get(k) for k in ("device", "tokens_per_s", "params", "bf16")}},
-        "md_reference": {"folder": a.md, **run_meta(a.md)},
+        "md_reference": {"folder": a.md, **md_meta},
         "tau_tuning": tuning,
         "evaluation": {"split": f"frames {a.train_frames}.. of each replica of the MD run "
                                 f"({test.n_frames} frames, never seen in training)",
@@ -134,7 +135,7 @@ def main(argv=None):
     ref_dir.mkdir(parents=True, exist_ok=True)
     save_reference(ref_dir / f"{a.name}.npz", test, pep.features, 10_000,
                    {"system": system, "source": a.md, "frames": f"{a.train_frames}.. of each replica",
-                    "save_ps": run_meta(a.md)["config"]["save_ps"]})
+                    "save_ps": md_meta["config"]["save_ps"]})
     log(f"shipped {dest} and {ref_dir / (a.name + '.npz')}")
 
 
