@@ -5,6 +5,7 @@ Screenshots of every page land in tests/app/_artifacts/ (not committed).
 
 import io
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -190,6 +191,27 @@ def non_white_fraction(png: bytes) -> float:
     return float(np.mean(np.any(img < 235, axis=-1)))
 
 
+def wait_text(page, text: str, timeout: float = 180_000) -> None:
+    """Wait for `text` on the page; on a timeout the failure shows what the page said instead."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.get_by_text(text).first.wait_for(timeout=timeout)
+    except PlaywrightTimeout:
+        body = page.locator("[data-testid=stMain]").inner_text(timeout=5_000)
+        pytest.fail(f"{text!r} did not appear within {timeout / 1000:.0f} s; the page said:\n{body[-3000:]}")
+
+
+def upload(page, label: str, name: str, data: bytes) -> None:
+    """Put one file into the Streamlit uploader labelled `label`, once it is the only uploader on
+    the page (a rerun can still be swapping the widgets out), and wait until the app has it."""
+    widget = page.get_by_test_id("stFileUploader").filter(has=page.get_by_text(label, exact=True))
+    widget.wait_for()
+    page.wait_for_function("document.querySelectorAll('[data-testid=stFileUploader]').length === 1")
+    widget.locator("input[type=file]").set_input_files({"name": name, "mimeType": "chemical/x-pdb", "buffer": data})
+    widget.get_by_text(re.compile(r"^\d+(\.\d+)?[KMG]?B$")).wait_for()  # the file's size: it arrived
+
+
 def wait_plots(page, n: int) -> None:
     page.wait_for_function(f"document.querySelectorAll('.js-plotly-plot .main-svg').length >= {n}",
                            timeout=180_000)
@@ -228,17 +250,14 @@ def test_sample_and_every_page(server, browser, ala2_pdb):
     # an upload whose REMARK and residue names carry a script: inert everywhere
     page.get_by_text("Upload my trajectory", exact=True).click()
     page.get_by_text("One multi-model PDB", exact=True).click()
-    page.wait_for_function("document.querySelectorAll('input[type=file]').length === 1")
     hostile = "\n".join(l[:17] + "</s" + l[20:] if l.startswith("ATOM") and l[17:20] == "ALA" else l
                         for l in ala2_pdb.splitlines())
-    page.locator("input[type=file]").set_input_files(
-        {"name": "<img src=x onerror=alert(2)>.pdb", "mimeType": "chemical/x-pdb",
-         "buffer": f"REMARK   1 {PAYLOAD}\n{hostile}\n".encode()})
-    page.get_by_text("atom order mismatch at atom 7").wait_for()
+    upload(page, "Multi-model PDB", "<img src=x onerror=alert(2)>.pdb",
+           f"REMARK   1 {PAYLOAD}\n{hostile}\n".encode())
+    wait_text(page, "atom order mismatch at atom 7")
     s.shot("5_compare_upload_rejected")
-    page.locator("input[type=file]").set_input_files(
-        {"name": "md.pdb", "mimeType": "chemical/x-pdb", "buffer": f"REMARK   1 {PAYLOAD}\n{ala2_pdb}".encode()})
-    page.get_by_text("20 frames of 22 atoms match").wait_for()
+    upload(page, "Multi-model PDB", "md.pdb", f"REMARK   1 {PAYLOAD}\n{ala2_pdb}".encode())
+    wait_text(page, "20 frames of 22 atoms match")
     assert page.locator("img[src=x]").count() == 0
     assert page.evaluate("Array.from(document.scripts).some(s => s.textContent.includes('alert('))") is False
     s.shot("5_compare_upload_ok")
