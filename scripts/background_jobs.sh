@@ -6,6 +6,8 @@
 #   scripts/background_jobs.sh aaa-md        # capped tri-alanine reference MD (#5)
 #   scripts/background_jobs.sh aaa-train     # tri-alanine model on the CPU (#5), needs data/aaa.npz
 #   scripts/background_jobs.sh corpus I/N    # dipeptide corpus MD, shard I of N (#8)
+#   scripts/background_jobs.sh dipeptides-train  # transferable model (#8) once the corpus is done;
+#                                                 # alone on the machine: OMP_NUM_THREADS=2
 #   scripts/background_jobs.sh status        # how far each job is
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +29,11 @@ case "${1:-list}" in
   corpus)
     nohup "$ARBG" md --sequences assets/corpus/dipeptides.txt --shard "${2:?shard i/n}" --ns 5 \
       --out data/dipeptides_md >> "data/dipeptides_md_shard${2%%/*}.log" 2>&1 & ;;
+  dipeptides-train)
+    resume=$([ -f runs/dipeptides/train_state.pt ] && echo --resume || true)
+    nohup "$ARBG" train --transferable --data data/dipeptides_md --size small --optimizer muon \
+      --lr 2e-3 --batch-size 256 --steps 6000 --val-every 250 --seed 0 --out runs/dipeptides $resume \
+      >> runs/dipeptides.log 2>&1 & ;;
   status)
     .venv/bin/python - <<'PY'
 import json
@@ -37,23 +44,27 @@ def frames(folder):
     return json.loads(f.read_text())["frames_done"] if f.is_file() else 0
 
 print(f"aaa-md: {frames('data/aaa_t300/replica_00') / 1000:.1f} ns of 300 K tri-alanine MD (goal >= 100)")
-card = Path("runs/aaa_cpu/last/card.json")
-if card.is_file():
-    c = json.loads(card.read_text())
-    print(f"aaa-train: step {c.get('steps')} of 5500, val NLL {c.get('val_nll'):.3f}")
-else:
-    print("aaa-train: not started")
+for job, run, steps in (("aaa-train", "runs/aaa_cpu", 5500), ("dipeptides-train", "runs/dipeptides", 6000)):
+    card = Path(run) / "last/card.json"
+    if card.is_file():
+        c = json.loads(card.read_text())
+        print(f"{job}: step {c.get('steps')} of {steps}, val NLL {c.get('val_nll'):.3f}")
+    else:
+        print(f"{job}: not started")
 root = Path("data/dipeptides_md")
 if (root / "manifest.json").is_file():
-    seqs = json.loads((root / "manifest.json").read_text())["sequences"]
-    done = sum(frames(root / s) >= 5000 for s in seqs)
-    print(f"corpus: {done} of {len(seqs)} sequences at 5 ns")
+    manifest = json.loads((root / "manifest.json").read_text())
+    roles = manifest.get("roles") or {}
+    for role in ("train", "val", "test"):
+        seqs = [s for s in manifest["sequences"] if roles.get(s, "train") == role]
+        done = sum(frames(root / s) >= 5000 for s in seqs)
+        print(f"corpus {role}: {done} of {len(seqs)} sequences at 5 ns")
 else:
     print("corpus: not started")
 PY
     ;;
   list)
-    sed -n '2,9p' "$0" ;;
+    sed -n '2,10p' "$0" ;;
   *)
     echo "unknown job ${1}; run: $0 list" >&2; exit 2 ;;
 esac
