@@ -64,7 +64,7 @@ else:
 PY
     ;;
   list)
-    sed -n '2,10p' "$0" ;;
+    awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0" ;;
   *)
     echo "unknown job ${1}; run: $0 list" >&2; exit 2 ;;
 esac
