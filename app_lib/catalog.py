@@ -10,7 +10,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from arbg_core.checkpoint import check_serves, preset_of
+from arbg_core.checkpoint import check_serves, preset_of, serving
 from arbg_core.peptide import TERMINI, system_name
 
 NAMED_SYSTEMS = {("A", "capped"): "alanine dipeptide (Ace-Ala-Nme)",
@@ -52,15 +52,11 @@ class ModelEntry:
         return str(self.card.get("name") or self.name)
 
     def serves(self, sequence: str, termini: str) -> bool:
-        return self.why_not(sequence, termini) is None
-
-    def why_not(self, sequence: str, termini: str) -> str | None:
-        """None if this model can sample the system, else what it covers instead."""
         try:
             check_serves(self.config, sequence, termini, self.name)
-        except ValueError as e:
-            return str(e)
-        return None
+        except ValueError:
+            return False
+        return True
 
     def describe(self) -> str:
         """One line for the model picker (card fields, all optional)."""
@@ -93,14 +89,18 @@ def system_label(system: tuple[str, str]) -> str:
 
 
 def models_for(entries: list[ModelEntry], sequence: str, termini: str) -> list[ModelEntry]:
-    """Models that can sample this system: single-system matches first, then transferable ones."""
-    exact = [e for e in entries if not e.transferable and e.serves(sequence, termini)]
-    return exact + [e for e in entries if e.transferable and e.serves(sequence, termini)]
+    """Models that can sample this system, in `checkpoint.serving` order (as for the CLI)."""
+    by_name = {e.name: e for e in entries}
+    return [by_name[n] for n in serving(_triples(entries), sequence, termini)[0]]
 
 
 def transferable_limits(entries: list[ModelEntry], sequence: str, termini: str) -> list[str]:
     """What each transferable model covers, for a system none of them serves."""
-    return [m for m in (e.why_not(sequence, termini) for e in entries if e.transferable) if m]
+    return serving(_triples(entries), sequence, termini)[1]
+
+
+def _triples(entries: list[ModelEntry]) -> list[tuple[str, dict, dict]]:
+    return [(e.name, e.config, e.card) for e in entries]
 
 
 def build_commands(sequence: str, termini: str, ns: int = 100) -> str:

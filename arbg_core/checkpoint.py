@@ -201,23 +201,31 @@ def list_shipped(root: str | os.PathLike | None = None) -> list[tuple[str, dict,
     return out
 
 
-def shipped_for(sequence: str, termini: str, root: str | os.PathLike | None = None) -> list[str]:
-    """Names of the shipped models that can sample `sequence` (normalized) with `termini`:
-    single-system models of exactly that system first, then transferable ones in range.
-    Raises ValueError saying what is shipped, and each transferable model's range, if none can."""
-    shipped = list_shipped(root)
-    serving = {"single": [], "transferable": []}
-    limits = []
-    for name, config, _ in shipped:
+def serving(models: list[tuple[str, dict, dict]], sequence: str, termini: str
+            ) -> tuple[list[str], list[str]]:
+    """Of `models` ((name, config, card), as `list_shipped` returns): the names that can sample
+    `sequence` (normalized) with `termini`, single-system models of exactly that system first,
+    then transferable ones in range; and, for each transferable model that cannot, its range."""
+    single, transferable, limits = [], [], []
+    for name, config, _ in models:
         try:
             check_serves(config, sequence, termini, name)
         except ValueError as e:
             if config.get("system") is None:
                 limits.append(str(e))
             continue
-        serving["single" if config.get("system") is not None else "transferable"].append(name)
-    if serving["single"] or serving["transferable"]:
-        return serving["single"] + serving["transferable"]
+        (single if config.get("system") is not None else transferable).append(name)
+    return single + transferable, limits
+
+
+def shipped_for(sequence: str, termini: str, root: str | os.PathLike | None = None) -> list[str]:
+    """Names of the shipped models that can sample `sequence` (normalized) with `termini`, in
+    `serving` order. Raises ValueError saying what is shipped, and each transferable model's
+    range, if none can."""
+    shipped = list_shipped(root)
+    names, limits = serving(shipped, sequence, termini)
+    if names:
+        return names
     systems = [f"{c['system']['sequence']} ({c['system']['termini']})" for _, c, _ in shipped
                if c.get("system") is not None]
     raise ValueError(f"no shipped model covers {sequence} ({termini}). Per-system models: "
