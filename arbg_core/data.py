@@ -303,9 +303,10 @@ def prepare_corpus(md_root: str | Path, out_dir: str | Path, stride: int = 1, fr
                             "seed": run["config"]["seed"], "temperature_k": run["temperature_k"]}
         if progress:
             progress(k + 1, len(manifest["sequences"]))
+    # paths as given, never resolved: model cards carry them into the repo
     _write_json(out / "corpus.json", {
         "format": CORPUS_FORMAT, "termini": termini, "preset": protocol["preset"],
-        "protocol": protocol, "seeds": manifest.get("seeds"), "source": str(md_root.resolve()),
+        "protocol": protocol, "seeds": manifest.get("seeds"), "source": str(md_root),
         "stride": stride, "fractions": list(fractions),
         "split": "time blocks of each sequence's run: first train, then val, then test",
         "sequences": entries, "excluded": excluded, "missing": missing})

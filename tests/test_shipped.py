@@ -20,6 +20,26 @@ def test_models_are_shipped():
     assert SHIPPED, "assets/models holds no model"
 
 
+def _strings(value):
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+    elif isinstance(value, str):
+        yield value
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_card_names_only_repo_paths(name):
+    """Cards are committed: a path of the machine that made them (absolute, or this checkout's)
+    must not be in them; paths are relative to the repo."""
+    card = json.loads((checkpoint.resolve(name) / "card.json").read_text())
+    leaks = [s for s in _strings(card) if s.startswith("/") or str(ROOT) in s]
+    assert not leaks, leaks
+
+
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_model_reweights_to_md(name):
     loaded = checkpoint.load(checkpoint.resolve(name))
