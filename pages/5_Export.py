@@ -29,8 +29,10 @@ st.caption("The DCD holds every sample (after the chirality fix); its frames lin
            "so weighted averages are sum(weight × value).")
 
 st.subheader("Numbers")
+# CSV and JSON are small (about 100 bytes a sample): served as files, which survive a rerun; a
+# deferred download's id is new on every run, so a click that meets a rerun would be lost.
 st.download_button("CSV: one row per sample (weight, log q, u, φ/ψ, status)", key="exp_csv",
-                   data=lambda: exports.csv_bytes(run), file_name=f"{stem}.csv", mime="text/csv")
+                   data=exports.csv_bytes(run), file_name=f"{stem}.csv", mime="text/csv")
 st.download_button("JSON run record", data=exports.record_bytes(run), file_name=f"{stem}.json",
                    mime="application/json", key="exp_json")
 st.markdown("**Reproduce** this run: load the record on the Home page (*Reproduce a run*) and press "

@@ -212,6 +212,35 @@ def upload(page, label: str, name: str, data: bytes) -> None:
     widget.get_by_text(re.compile(r"^\d+(\.\d+)?[KMG]?B$")).wait_for()  # the file's size: it arrived
 
 
+def wait_idle(page, quiet_s: float = 1.5, timeout_s: float = 180) -> None:
+    """Wait until the app's script has not been running for `quiet_s` seconds in a row."""
+    running = page.get_by_test_id("stStatusWidgetRunningIcon")
+    deadline = time.monotonic() + timeout_s
+    quiet_since = time.monotonic()
+    while time.monotonic() - quiet_since < quiet_s:
+        if running.count():
+            quiet_since = time.monotonic()
+        if time.monotonic() > deadline:
+            pytest.fail(f"the app was still running after {timeout_s:.0f} s")
+        page.wait_for_timeout(250)
+
+
+def download(page, button) -> Path:
+    """Click a download button once the app is idle -> the downloaded file's path; on a timeout
+    the failure shows what the page said."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    button.wait_for()
+    wait_idle(page)
+    try:
+        with page.expect_download(timeout=120_000) as info:
+            button.click()
+        return Path(info.value.path())
+    except PlaywrightTimeout:
+        body = page.locator("[data-testid=stMain]").inner_text(timeout=5_000)
+        pytest.fail(f"no download within 120 s of the click; the page said:\n{body[-3000:]}")
+
+
 def wait_plots(page, n: int) -> None:
     page.wait_for_function(f"document.querySelectorAll('.js-plotly-plot .main-svg').length >= {n}",
                            timeout=180_000)
@@ -263,14 +292,9 @@ def test_sample_and_every_page(server, browser, ala2_pdb):
     s.shot("5_compare_upload_ok")
 
     s.open("Export")
-    csv_button = page.get_by_role("button", name="CSV: one row per sample", exact=False)
-    csv_button.wait_for()
-    page.wait_for_timeout(1000)  # let the page's script run settle before asking for the file
-    with page.expect_download(timeout=180_000) as download:
-        csv_button.click()
     import pandas as pd
 
-    table = pd.read_csv(download.value.path())
+    table = pd.read_csv(download(page, page.get_by_role("button", name="CSV: one row per sample", exact=False)))
     assert len(table) == 64 and table["weight"].sum() == pytest.approx(1.0)
     s.shot("6_export")
 
