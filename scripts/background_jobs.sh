@@ -32,7 +32,7 @@ case "${1:-list}" in
   dipeptides-train)
     resume=$([ -f runs/dipeptides/train_state.pt ] && echo --resume || true)
     nohup "$ARBG" train --transferable --data data/dipeptides_md --size small --optimizer muon \
-      --lr 2e-3 --batch-size 256 --steps 6000 --val-every 250 --seed 0 --out runs/dipeptides $resume \
+      --lr 2e-3 --batch-size 256 --steps 4000 --val-every 250 --seed 0 --out runs/dipeptides $resume \
       >> runs/dipeptides.log 2>&1 & ;;
   status)
     .venv/bin/python - <<'PY'
@@ -44,7 +44,7 @@ def frames(folder):
     return json.loads(f.read_text())["frames_done"] if f.is_file() else 0
 
 print(f"aaa-md: {frames('data/aaa_t300/replica_00') / 1000:.1f} ns of 300 K tri-alanine MD (goal >= 100)")
-for job, run, steps in (("aaa-train", "runs/aaa_cpu", 5500), ("dipeptides-train", "runs/dipeptides", 6000)):
+for job, run, steps in (("aaa-train", "runs/aaa_cpu", 5500), ("dipeptides-train", "runs/dipeptides", 4000)):
     card = Path(run) / "last/card.json"
     if card.is_file():
         c = json.loads(card.read_text())
