@@ -14,6 +14,7 @@ cd "$(dirname "$0")/.."
 ARBG=${ARBG:-.venv/bin/arbg}
 mkdir -p data runs
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # one core per job: two threads beside another job are slower
+export AAA_STEPS=5500 DIPEPTIDES_STEPS=4000  # training budgets; `status` reports against them
 
 case "${1:-list}" in
   aaa-md)
@@ -24,7 +25,7 @@ case "${1:-list}" in
       --split 0.9,0.1,0 --save-data data/aaa.npz
     resume=$([ -f runs/aaa_cpu/train_state.pt ] && echo --resume || true)
     nohup "$ARBG" train --data data/aaa.npz --size small --optimizer muon --lr 2e-3 \
-      --batch-size 256 --steps 5500 --val-every 250 --seed 0 --out runs/aaa_cpu $resume \
+      --batch-size 256 --steps "$AAA_STEPS" --val-every 250 --seed 0 --out runs/aaa_cpu $resume \
       >> runs/aaa_cpu.log 2>&1 & ;;
   corpus)
     nohup "$ARBG" md --sequences assets/corpus/dipeptides.txt --shard "${2:?shard i/n}" --ns 5 \
@@ -32,11 +33,12 @@ case "${1:-list}" in
   dipeptides-train)
     resume=$([ -f runs/dipeptides/train_state.pt ] && echo --resume || true)
     nohup "$ARBG" train --transferable --data data/dipeptides_md --size small --optimizer muon \
-      --lr 2e-3 --batch-size 256 --steps 4000 --val-every 250 --seed 0 --out runs/dipeptides $resume \
+      --lr 2e-3 --batch-size 256 --steps "$DIPEPTIDES_STEPS" --val-every 250 --seed 0 --out runs/dipeptides $resume \
       >> runs/dipeptides.log 2>&1 & ;;
   status)
     .venv/bin/python - <<'PY'
 import json
+import os
 from pathlib import Path
 
 def frames(folder):
@@ -44,7 +46,8 @@ def frames(folder):
     return json.loads(f.read_text())["frames_done"] if f.is_file() else 0
 
 print(f"aaa-md: {frames('data/aaa_t300/replica_00') / 1000:.1f} ns of 300 K tri-alanine MD (goal >= 100)")
-for job, run, steps in (("aaa-train", "runs/aaa_cpu", 5500), ("dipeptides-train", "runs/dipeptides", 4000)):
+for job, run, steps in (("aaa-train", "runs/aaa_cpu", os.environ["AAA_STEPS"]),
+                         ("dipeptides-train", "runs/dipeptides", os.environ["DIPEPTIDES_STEPS"])):
     card = Path(run) / "last/card.json"
     if card.is_file():
         c = json.loads(card.read_text())

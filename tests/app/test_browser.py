@@ -191,6 +191,12 @@ def non_white_fraction(png: bytes) -> float:
     return float(np.mean(np.any(img < 235, axis=-1)))
 
 
+def fail_showing_page(page, what: str) -> None:
+    """Fail the test with `what` and the page's visible text (what the app said instead)."""
+    body = page.locator("[data-testid=stMain]").inner_text(timeout=5_000)
+    pytest.fail(f"{what}; the page said:\n{body[-3000:]}")
+
+
 def wait_text(page, text: str, timeout: float = 180_000) -> None:
     """Wait for `text` on the page; on a timeout the failure shows what the page said instead."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
@@ -198,8 +204,7 @@ def wait_text(page, text: str, timeout: float = 180_000) -> None:
     try:
         page.get_by_text(text).first.wait_for(timeout=timeout)
     except PlaywrightTimeout:
-        body = page.locator("[data-testid=stMain]").inner_text(timeout=5_000)
-        pytest.fail(f"{text!r} did not appear within {timeout / 1000:.0f} s; the page said:\n{body[-3000:]}")
+        fail_showing_page(page, f"{text!r} did not appear within {timeout / 1000:.0f} s")
 
 
 def upload(page, label: str, name: str, data: bytes) -> None:
@@ -237,8 +242,7 @@ def download(page, button) -> Path:
             button.click()
         return Path(info.value.path())
     except PlaywrightTimeout:
-        body = page.locator("[data-testid=stMain]").inner_text(timeout=5_000)
-        pytest.fail(f"no download within 120 s of the click; the page said:\n{body[-3000:]}")
+        fail_showing_page(page, "no download within 120 s of the click")
 
 
 def wait_plots(page, n: int) -> None:
