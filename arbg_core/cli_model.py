@@ -58,7 +58,8 @@ def _train_config(args):
 
     return TrainConfig(size=args.size, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                        optimizer=args.optimizer, seed=args.seed, n_bins=args.bins,
-                       val_every=args.val_every, save_every=args.val_every, bf16=args.bf16)
+                       val_every=args.val_every, save_every=args.val_every, bf16=args.bf16,
+                       init=args.init)
 
 
 def cmd_train(args):
@@ -316,6 +317,9 @@ def add_commands(sub, usage_error):
     p.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
                    help="bf16 autocast; auto: on CUDA, and on CPUs with fast bf16 matmuls (AMX)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last")
+    p.add_argument("--init", metavar="CHECKPOINT",
+                   help="start from this checkpoint's weights with a fresh optimizer and schedule "
+                        "(same --size and data scale), e.g. a second, annealing stage")
     p.add_argument("--save-data", metavar="FILE.npz",
                    help="also write the prepared dataset (--transferable: the corpus folder to "
                         "prepare into, default OUT/corpus)")

@@ -57,6 +57,7 @@ class TrainConfig:
     val_frames: int = 2048
     save_every: int = 500
     seed: int = 0
+    init: str | None = None  # checkpoint folder whose weights start the run (fresh optimizer)
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -211,6 +212,17 @@ def train_transferable(corpus: Corpus | str | Path, out_dir: str | Path,
                 provenance=described, resume=resume, device=device, progress=progress)
 
 
+def _init_from(model: ArBG, tok: Tokenizer, path: str | Path) -> None:
+    """Start from another checkpoint's weights (a second, annealing stage, say); its model and
+    tokenizer settings must be the ones this run uses."""
+    loaded = checkpoint.load(path)
+    if asdict(loaded.model.cfg) != asdict(model.cfg) or loaded.tokenizer.cfg != tok.cfg:
+        raise ValueError(f"--init {path}: its model or tokenizer settings differ from this run's "
+                         f"({asdict(loaded.model.cfg)}, {loaded.tokenizer.cfg}; now "
+                         f"{asdict(model.cfg)}, {tok.cfg})")
+    model.load_state_dict(loaded.model.state_dict())
+
+
 def _fit(source: FrameData | Corpus, vals: dict, out_dir, cfg: TrainConfig, *, a: float,
          std: float, system: dict | None, extra: dict, provenance: dict, resume: bool,
          device: str, progress) -> dict:
@@ -228,6 +240,8 @@ def _fit(source: FrameData | Corpus, vals: dict, out_dir, cfg: TrainConfig, *, a
     clamped = sum(encode_batch(tok, source.sample_batch(1000, g), g)[2] for _ in range(20)) / 20
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = ArBG(mcfg).to(dev)
+    if cfg.init:
+        _init_from(model, tok, cfg.init)
     opts = _optimizers(model, cfg)
     start_step, best_val, history, elapsed0 = 0, float("inf"), [], 0.0
     state_file = out / "train_state.pt"

@@ -12,6 +12,10 @@
 #              prepare_corpus('data/dipeptides_md', 'devcarry/corpus', stride=6)"
 #   BUDGET_S=330 OUT=/some/dir scripts/device_dipeptides.sh
 #
+# A second, annealing stage from that checkpoint, with a given step count (no probe):
+#
+#   STEPS=3000 LR=1e-3 SEED=1 INIT=runs/dipeptides_gpu/best BUDGET_S=170 OUT=... scripts/device_dipeptides.sh
+#
 # OUT receives best/ (the checkpoint to ship), summary.json, probe.json and train.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,8 +26,10 @@ BUDGET_S=${BUDGET_S:-330}
 MAX_STEPS=${MAX_STEPS:-20000}
 : "${OUT:?set OUT to the folder that receives the checkpoint}"
 TRAIN=("$PY" -c "from arbg_core.cli import main; main()" train --transferable --data "$CORPUS"
-       --size small --optimizer muon --lr 2e-3 --batch-size 256 --seed 0 --device cuda)
+       --size small --optimizer muon --lr "${LR:-2e-3}" --batch-size 256 --seed "${SEED:-0}"
+       --device cuda ${INIT:+--init "$INIT"})
 nvidia-smi -L || true
+if [ -z "${STEPS:-}" ]; then
 t0=$(date +%s.%N)
 "${TRAIN[@]}" --out /tmp/probe --steps 5 --val-every 100000 > /dev/null 2> /tmp/probe.err || { tail -c 3000 /tmp/probe.err; exit 1; }
 t1=$(date +%s.%N)
@@ -40,6 +46,7 @@ PY
 )
 echo "probe: 5 and 505 steps, $STEPS steps fit $BUDGET_S s"
 echo "{\"t0\": $t0, \"t1\": $t1, \"t2\": $t2, \"steps\": $STEPS, \"budget_s\": $BUDGET_S}" > "$OUT/probe.json"
+fi
 timeout $((BUDGET_S + 60)) "${TRAIN[@]}" --out /tmp/dipeptides --steps "$STEPS" --val-every 250 > "$OUT/train.log" 2> /tmp/train.err || true
 tr '\r' '\n' < /tmp/train.err | tail -c 2000
 mkdir -p "$OUT/best" "$OUT/last"
