@@ -4,18 +4,22 @@ sequences, evaluate zero-shot on the test sequences, write the card, ship thinne
     python scripts/ship_transferable.py --checkpoint runs/dipeptides/best \
         --md data/dipeptides_md --name dipeptides [--taus 0.8,0.9,1.0] [--n-tune 10000] \
         [--n-proposals 100000] [--n-eval 10000] [--ref-frames 2000] \
-        [--training-summary runs/dipeptides/summary.json]
+        [--training-summary runs/dipeptides/summary.json] [--wait]
 
 Roles come from the MD folder's manifest (the sequence list): tau minimizes the mean reweighted
 E-W2 over the `val` sequences (all their MD frames); the card's metrics are those of the `test`
 sequences, which the model never saw (all their MD frames as reference). Writes
 DEST/assets/models/NAME/, DEST/assets/reference/NAME/SEQ-zw.npz (at most --ref-frames frames
 each, evenly strided in time, for the app) and DEST/results/ship_NAME/ (reports and figures).
+Finished work (each tau's tuning, each test sequence's row) is kept under results/ship_NAME/ with
+what it depends on (the weights' hash, tau, sample counts, seed), so a rerun skips it; with
+--wait the script evaluates test sequences as their MD finishes.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import sys
@@ -50,10 +54,31 @@ def sequences_by_role(md_root: Path, manifest: dict) -> dict[str, list[str]]:
         if seq.upper() in RESERVED:
             raise ValueError(f"{md_root} holds the reserved sequence {seq}: it is for external "
                              "evaluation only")
-        state = md_root / seq / "state.json"
-        if state.is_file() and json.loads(state.read_text())["frames_done"] > 0:
+        if finished(md_root, seq, manifest):
             out.setdefault(roles.get(seq, "train"), []).append(seq)
     return out
+
+
+def finished(md_root: Path, seq: str, manifest: dict) -> bool:
+    """Whether a sequence's MD ran its whole length (a shard may still be running it)."""
+    state = md_root / seq / "state.json"
+    if not state.is_file():
+        return False
+    cfg = manifest["config"]
+    return json.loads(state.read_text())["frames_done"] >= round(1000 * cfg["ns"] / cfg["save_ps"])
+
+
+def cached(path: Path, key: dict, compute):
+    """compute() once for this key: its result is kept in `path` next to the key, so a rerun
+    (after a crash, or to add sequences whose MD has finished since) skips finished work."""
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved.get("key") == key:
+            return saved["value"]
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"key": key, "value": value}, indent=2, default=float))
+    return value
 
 
 def mean_table(rows: list[dict]) -> dict:
@@ -81,6 +106,8 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--training-summary")
+    p.add_argument("--wait", action="store_true",
+                   help="evaluate test sequences as their MD finishes, until all are done")
     p.add_argument("--dest", default=str(ROOT), help="root of assets/ and results/ (the repo)")
     p.add_argument("--notes", default="")
     a = p.parse_args(argv)
@@ -92,8 +119,11 @@ def main(argv=None):
     manifest = json.loads((md_root / "manifest.json").read_text())
     termini = manifest["termini"]
     roles = sequences_by_role(md_root, manifest)
-    if not roles["val"] or not roles["test"]:
-        raise SystemExit(f"{md_root} needs finished val and test sequences; it has {roles}")
+    listed = manifest.get("roles") or {}
+    all_test = [seq for seq in manifest["sequences"] if listed.get(seq) == "test"]
+    if not roles["val"] or not all_test:
+        raise SystemExit(f"{md_root} needs finished val sequences and listed test sequences; "
+                         f"it has {roles}")
     log(f"val {roles['val']}, test {roles['test']}")
 
     systems = {}
@@ -105,8 +135,10 @@ def main(argv=None):
                             load_reference(md_root / seq))
         return systems[seq]
 
-    tuning = []
-    for tau in (float(t) for t in a.taus.split(",")):
+    out_eval = dest / "results" / f"ship_{a.name}"
+    weights = hashlib.sha256((Path(a.checkpoint) / "model.safetensors").read_bytes()).hexdigest()
+
+    def tune(tau):
         scores, ess = [], []
         for seq in roles["val"]:
             pep, em, ref = system(seq)
@@ -116,18 +148,19 @@ def main(argv=None):
             live = np.isfinite(ens.u) & (ens.weights > 0)
             scores.append(e_w2(em.reduced_energy(ref.xyz), ens.u[live], w_model=ens.weights[live]))
             ess.append(ens.ess_fraction)
-        tuning.append({"tau": tau, "mean_reweighted_e_w2_val": float(np.mean(scores)),
-                       "mean_ess_fraction_val": float(np.mean(ess)),
-                       "per_sequence_e_w2": dict(zip(roles["val"], map(float, scores)))})
-        log(f"tau {tau}: mean val E-W2 {np.mean(scores):.3f}, mean ESS {100 * np.mean(ess):.2f}%")
+        return {"tau": tau, "mean_reweighted_e_w2_val": float(np.mean(scores)),
+                "mean_ess_fraction_val": float(np.mean(ess)),
+                "per_sequence_e_w2": dict(zip(roles["val"], map(float, scores)))}
+
+    tuning = []
+    for tau in (float(t) for t in a.taus.split(",")):
+        key = {"weights": weights, "tau": tau, "n": a.n_tune, "seed": a.seed, "val": roles["val"]}
+        tuning.append(cached(out_eval / "tuning" / f"tau_{tau}.json", key, lambda: tune(tau)))
+        log(f"tau {tau}: mean val E-W2 {tuning[-1]['mean_reweighted_e_w2_val']:.3f}, "
+            f"mean ESS {100 * tuning[-1]['mean_ess_fraction_val']:.2f}%")
     best_tau = min(tuning, key=lambda r: r["mean_reweighted_e_w2_val"])["tau"]
 
-    rows, out_eval = [], dest / "results" / f"ship_{a.name}"
-    ref_dir = dest / "assets" / "reference" / a.name
-    if ref_dir.exists():
-        shutil.rmtree(ref_dir)
-    ref_dir.mkdir(parents=True)
-    for seq in roles["test"]:
+    def test_row(seq):
         pep, em, ref = system(seq)
         t0 = time.perf_counter()
         result = run_sampling(loaded, pep, SampleConfig(n=a.n_proposals, tau=best_tau, seed=a.seed,
@@ -135,13 +168,36 @@ def main(argv=None):
         report = evaluate(result, ref, out_eval / seq, lag=a.lag, n_eval=a.n_eval, seed=a.seed,
                           energy_model=em)
         m, s = report["metrics"], report["sampling"]
-        row = {"sequence": seq, **{f"{ens}_{k}": m[ens][k] for ens in ("proposal", "reweighted")
-                                   for k in METRICS},
-               **{f"noise_floor_{k}": m["noise_floor"][k] for k in METRICS},
-               "ess_fraction": s["ess_fraction"], "reference_frames": int(ref.n_frames),
-               "sampling_s": time.perf_counter() - t0}
-        rows.append(row)
-        log(f"{seq}: " + ", ".join(f"{k} {v:.3g}" for k, v in row.items() if k != "sequence"))
+        return {"sequence": seq, **{f"{ens}_{k}": m[ens][k] for ens in ("proposal", "reweighted")
+                                    for k in METRICS},
+                **{f"noise_floor_{k}": m["noise_floor"][k] for k in METRICS},
+                "ess_fraction": s["ess_fraction"], "reference_frames": int(ref.n_frames),
+                "sampling_s": time.perf_counter() - t0}
+
+    rows = []
+    while True:  # with --wait, test sequences are evaluated as their MD finishes
+        todo = [seq for seq in all_test if seq not in {r["sequence"] for r in rows}
+                and finished(md_root, seq, manifest)]
+        for seq in todo:
+            key = {"weights": weights, "tau": best_tau, "n": a.n_proposals, "n_eval": a.n_eval,
+                   "seed": a.seed, "lag": a.lag}
+            rows.append(cached(out_eval / seq / "row.json", key, lambda: test_row(seq)))
+            log(f"{seq}: " + ", ".join(f"{k} {v:.3g}" for k, v in rows[-1].items()
+                                       if k != "sequence"))
+        if len(rows) == len(all_test) or not a.wait:
+            break
+        if not todo:
+            time.sleep(60)
+    if len(rows) < len(all_test):
+        raise SystemExit(f"MD of {len(all_test) - len(rows)} test sequences is not finished: "
+                         "rerun later (finished work is kept), or with --wait")
+    rows.sort(key=lambda r: all_test.index(r["sequence"]))
+    ref_dir = dest / "assets" / "reference" / a.name
+    if ref_dir.exists():
+        shutil.rmtree(ref_dir)
+    ref_dir.mkdir(parents=True)
+    for seq in all_test:
+        pep, _, ref = system(seq)
         save_reference(ref_dir / f"{system_name(seq, termini)}.npz", ref, pep.features, a.ref_frames,
                        {"system": {"sequence": seq, "termini": termini}, "source": str(md_root / seq),
                         "frames": "all frames of a test sequence"})
@@ -156,7 +212,7 @@ def main(argv=None):
         "training": {"steps": loaded.card.get("steps"), "val_nll": loaded.card.get("val_nll"),
                      "wall_time_s": loaded.card.get("wall_time_s"), "data": loaded.card.get("data"),
                      **{k: training.get(k) for k in ("device", "tokens_per_s", "params", "bf16")}},
-        "corpus_md": {"folder": str(a.md), "roles": roles,
+        "corpus_md": {"folder": str(a.md), "roles": sequences_by_role(md_root, manifest),
                       "protocol": manifest["config"]},
         "tau_tuning": tuning,
         "evaluation": {"zero_shot": "test sequences, never trained on; reference = all their MD frames",

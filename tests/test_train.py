@@ -90,6 +90,19 @@ def test_resume_refuses_other_data(tmp_path, toy_data):
         train(half, tmp_path / "r", small_cfg(), resume=True)
 
 
+def test_init_starts_from_a_checkpoint(tmp_path, toy_data):
+    """--init: the run starts from the checkpoint's weights (lr 0 keeps them), not fresh ones;
+    a checkpoint of another size is refused."""
+    train(toy_data, tmp_path / "a", small_cfg(steps=4))
+    train(toy_data, tmp_path / "b", small_cfg(steps=1, lr=0.0, init=str(tmp_path / "a/last")))
+    train(toy_data, tmp_path / "c", small_cfg(steps=1, lr=0.0))
+    wa, wb, wc = (weights(tmp_path / x / "last") for x in "abc")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not all(torch.equal(wa[k], wc[k]) for k in wa)
+    with pytest.raises(ValueError, match="settings differ"):
+        train(toy_data, tmp_path / "d", small_cfg(size="small", init=str(tmp_path / "a/last")))
+
+
 def test_muon_optimizer_runs(tmp_path, toy_data):
     s = train(toy_data, tmp_path, small_cfg(optimizer="muon", steps=4, val_every=2))
     assert np.isfinite(s["best_val_nll"])

@@ -222,9 +222,10 @@ def test_ship_transferable_script(ddp_run, md_root, tmp_path):
     spec = importlib.util.spec_from_file_location("ship_transferable", ROOT / "scripts" / "ship_transferable.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    mod.main(["--checkpoint", str(ddp_run / "last"), "--md", str(toy), "--name", "toy",
-              "--taus", "0.9,1.0", "--n-tune", "32", "--n-proposals", "48", "--n-eval", "10",
-              "--lag", "1", "--ref-frames", "6", "--dest", str(tmp_path / "repo")])
+    args = ["--checkpoint", str(ddp_run / "last"), "--md", str(toy), "--name", "toy",
+            "--taus", "0.9,1.0", "--n-tune", "32", "--n-proposals", "48", "--n-eval", "10",
+            "--lag", "1", "--ref-frames", "6", "--dest", str(tmp_path / "repo")]
+    mod.main(args)
     card = json.loads((tmp_path / "repo/assets/models/toy/card.json").read_text())
     assert card["tau"] in (0.9, 1.0) and [r["tau"] for r in card["tau_tuning"]] == [0.9, 1.0]
     assert card["corpus_md"]["roles"] == {"train": ["GA"], "val": ["SG"], "test": ["AS"]}
@@ -235,3 +236,16 @@ def test_ship_transferable_script(ddp_run, md_root, tmp_path):
     ref = FrameData.load(tmp_path / "repo/assets/reference/toy/AS-zw.npz")
     assert ref.xyz_test.shape == (6, ref.n_atoms, 3)
     assert checkpoint.load(tmp_path / "repo/assets/models/toy").config["transferable"]
+    # A rerun keeps finished work: the row cached for this checkpoint and settings is reused.
+    cache = tmp_path / "repo/results/ship_toy/AS/row.json"
+    saved = json.loads(cache.read_text())
+    saved["value"]["ess_fraction"] = 0.5
+    cache.write_text(json.dumps(saved))
+    mod.main(args)
+    card = json.loads((tmp_path / "repo/assets/models/toy/card.json").read_text())
+    assert card["evaluation"]["per_sequence"][0]["ess_fraction"] == 0.5
+    # A test sequence whose MD is unfinished stops the script with a clear message.
+    state = toy / "AS" / "state.json"
+    state.write_text(json.dumps(json.loads(state.read_text()) | {"frames_done": 3}))
+    with pytest.raises(SystemExit, match="MD of 1 test sequences is not finished"):
+        mod.main(args)
