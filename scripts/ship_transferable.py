@@ -171,7 +171,10 @@ def main(argv=None):
         return {"sequence": seq, **{f"{ens}_{k}": m[ens][k] for ens in ("proposal", "reweighted")
                                     for k in METRICS},
                 **{f"noise_floor_{k}": m["noise_floor"][k] for k in METRICS},
-                "ess_fraction": s["ess_fraction"], "reference_frames": int(ref.n_frames),
+                "ess_fraction": s["ess_fraction"],
+                # samples with mixed chirality centers (weight 0) and all-inverted ones (mirrored)
+                **{f"{k}_fraction": s["counts"][k] / s["counts"]["n"] for k in ("dropped", "mirrored")},
+                "reference_frames": int(ref.n_frames),
                 "sampling_s": time.perf_counter() - t0}
 
     rows = []

@@ -55,13 +55,22 @@ def test_shipped_model_reweights_to_md(name):
         f"{name}/{pep.name}.npz" if loaded.config.get("transferable") else f"{name}.npz")
     result = run_sampling(loaded, pep, SampleConfig(n=2000, seed=123, batch_size=500, device="cpu"))
     ens = result.ensemble
-    # A trained model keeps almost all samples and spreads weight over many of them.
-    assert ens.counts["dropped"] < 0.05 * ens.n
-    # A broken model's ESS is ~1 sample (0.05% of 2,000; DESIGN §7). A per-system model keeps at
-    # least a quarter of the ESS fraction its card measured at 100k proposals (ala2 2%, aaa 0.56%:
-    # 2,000-sample draws of aaa spread over 0.28-0.8%); the transferable model's goal is a 2% mean.
+    # A trained model keeps almost all samples and spreads weight over many of them. A
+    # transferable model's samples with mixed chirality centers (dropped, weight 0) stay near the
+    # fraction its card measured on this sequence (10,000 proposals), within binomial noise.
     transferable = bool(loaded.config.get("transferable"))
-    floor = 0.002 if transferable else max(0.001, 0.25 * card["evaluation"]["ess_fraction"])
+    dropped = 0.05
+    if transferable:
+        row = next(r for r in card["evaluation"]["per_sequence"]
+                   if r["sequence"] == system["sequence"])
+        p = row["dropped_fraction"]
+        dropped = max(0.05, p + 4 * np.sqrt(p * (1 - p) / ens.n) + 0.02)
+    assert ens.counts["dropped"] < dropped * ens.n, (ens.counts, dropped)
+    # A broken model's ESS is ~1 sample (0.05% of 2,000; DESIGN §7). A model keeps at least a
+    # quarter of the ESS fraction its card measured: per-system at 100k proposals (ala2 2%, aaa
+    # 0.56%: 2,000-sample draws of aaa spread over 0.28-0.8%), transferable on this sequence.
+    measured = row["ess_fraction"] if transferable else card["evaluation"]["ess_fraction"]
+    floor = max(0.001, 0.25 * measured)
     assert ens.ess_fraction > floor, (ens.ess_fraction, floor)
     reference = load_reference(reference_file)
     phi_ref, _, _ = ramachandran_angles(reference)
