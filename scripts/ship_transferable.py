@@ -13,7 +13,8 @@ DEST/assets/models/NAME/, DEST/assets/reference/NAME/SEQ-zw.npz (at most --ref-f
 each, evenly strided in time, for the app) and DEST/results/ship_NAME/ (reports and figures).
 Finished work (each tau's tuning, each test sequence's row) is kept under results/ship_NAME/ with
 what it depends on (the weights' hash, tau, sample counts, seed), so a rerun skips it; with
---wait the script evaluates test sequences as their MD finishes.
+--wait the script evaluates test sequences as their MD finishes; with --shard i/n only every
+n-th one (several processes at once), and a final run without --shard ships.
 """
 
 from __future__ import annotations
@@ -108,6 +109,9 @@ def main(argv=None):
     p.add_argument("--training-summary")
     p.add_argument("--wait", action="store_true",
                    help="evaluate test sequences as their MD finishes, until all are done")
+    p.add_argument("--shard", metavar="i/n",
+                   help="evaluate only every n-th test sequence from i (one process per core), "
+                        "then stop; a run without --shard reuses their rows and ships")
     p.add_argument("--dest", default=str(ROOT), help="root of assets/ and results/ (the repo)")
     p.add_argument("--notes", default="")
     a = p.parse_args(argv)
@@ -177,9 +181,13 @@ def main(argv=None):
                 "reference_frames": int(ref.n_frames),
                 "sampling_s": time.perf_counter() - t0}
 
+    mine = all_test
+    if a.shard:
+        i, n = map(int, a.shard.split("/"))
+        mine = all_test[i::n]
     rows = []
     while True:  # with --wait, test sequences are evaluated as their MD finishes
-        todo = [seq for seq in all_test if seq not in {r["sequence"] for r in rows}
+        todo = [seq for seq in mine if seq not in {r["sequence"] for r in rows}
                 and finished(md_root, seq, manifest)]
         for seq in todo:
             key = {"weights": weights, "tau": best_tau, "n": a.n_proposals, "n_eval": a.n_eval,
@@ -187,12 +195,15 @@ def main(argv=None):
             rows.append(cached(out_eval / seq / "row.json", key, lambda: test_row(seq)))
             log(f"{seq}: " + ", ".join(f"{k} {v:.3g}" for k, v in rows[-1].items()
                                        if k != "sequence"))
-        if len(rows) == len(all_test) or not a.wait:
+        if len(rows) == len(mine) or not a.wait:
             break
         if not todo:
             time.sleep(60)
-    if len(rows) < len(all_test):
-        raise SystemExit(f"MD of {len(all_test) - len(rows)} test sequences is not finished: "
+    if a.shard and len(rows) == len(mine):
+        log(f"shard {a.shard}: {len(rows)} test sequences done; rerun without --shard to ship")
+        return
+    if len(rows) < len(mine):
+        raise SystemExit(f"MD of {len(mine) - len(rows)} test sequences is not finished: "
                          "rerun later (finished work is kept), or with --wait")
     rows.sort(key=lambda r: all_test.index(r["sequence"]))
     ref_dir = dest / "assets" / "reference" / a.name

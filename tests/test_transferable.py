@@ -225,6 +225,9 @@ def test_ship_transferable_script(ddp_run, md_root, tmp_path):
     args = ["--checkpoint", str(ddp_run / "last"), "--md", str(toy), "--name", "toy",
             "--taus", "0.9,1.0", "--n-tune", "32", "--n-proposals", "48", "--n-eval", "10",
             "--lag", "1", "--ref-frames", "6", "--dest", str(tmp_path / "repo")]
+    mod.main(args + ["--shard", "0/2"])  # one process's share: rows only, nothing shipped yet
+    assert (tmp_path / "repo/results/ship_toy/AS/row.json").is_file()
+    assert not (tmp_path / "repo/assets/models/toy").exists()
     mod.main(args)
     card = json.loads((tmp_path / "repo/assets/models/toy/card.json").read_text())
     assert card["tau"] in (0.9, 1.0) and [r["tau"] for r in card["tau_tuning"]] == [0.9, 1.0]
