@@ -25,6 +25,7 @@ CORPUS=${CORPUS:-devcarry/corpus}
 BUDGET_S=${BUDGET_S:-330}
 MAX_STEPS=${MAX_STEPS:-20000}
 : "${OUT:?set OUT to the folder that receives the checkpoint}"
+mkdir -p "$OUT"
 TRAIN=("$PY" -c "from arbg_core.cli import main; main()" train --transferable --data "$CORPUS"
        --size small --optimizer muon --lr "${LR:-2e-3}" --batch-size 256 --seed "${SEED:-0}"
        --device cuda ${INIT:+--init "$INIT"})
