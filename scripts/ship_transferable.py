@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from arbg_core import checkpoint  # noqa: E402
 from arbg_core.data import RESERVED, save_reference  # noqa: E402
 from arbg_core.energy import EnergyModel  # noqa: E402
+from arbg_core.md import MDConfig  # noqa: E402
 from arbg_core.metrics import e_w2  # noqa: E402
 from arbg_core.peptide import build, system_name  # noqa: E402
 from arbg_core.pipeline import SampleConfig, run_sampling, versions  # noqa: E402
@@ -65,8 +66,7 @@ def finished(md_root: Path, seq: str, manifest: dict) -> bool:
     state = md_root / seq / "state.json"
     if not state.is_file():
         return False
-    cfg = manifest["config"]
-    return json.loads(state.read_text())["frames_done"] >= round(1000 * cfg["ns"] / cfg["save_ps"])
+    return json.loads(state.read_text())["frames_done"] >= MDConfig(**manifest["config"]).n_frames
 
 
 def cached(path: Path, key: dict, compute):
@@ -186,12 +186,12 @@ def main(argv=None):
         i, n = map(int, a.shard.split("/"))
         mine = all_test[i::n]
     rows = []
+    key = {"weights": weights, "tau": best_tau, "n": a.n_proposals, "n_eval": a.n_eval,
+           "seed": a.seed, "lag": a.lag}
     while True:  # with --wait, test sequences are evaluated as their MD finishes
         todo = [seq for seq in mine if seq not in {r["sequence"] for r in rows}
                 and finished(md_root, seq, manifest)]
         for seq in todo:
-            key = {"weights": weights, "tau": best_tau, "n": a.n_proposals, "n_eval": a.n_eval,
-                   "seed": a.seed, "lag": a.lag}
             rows.append(cached(out_eval / seq / "row.json", key, lambda: test_row(seq)))
             log(f"{seq}: " + ", ".join(f"{k} {v:.3g}" for k, v in rows[-1].items()
                                        if k != "sequence"))
