@@ -66,7 +66,7 @@ def reference_path(model_name: str, system: str | None = None) -> Path | None:
 
 @st.cache_data(ttl=30, show_spinner=False)
 def _catalog(root: str) -> list[cat.ModelEntry]:
-    return cat.entries_from(checkpoint.list_shipped(root), Path(root))
+    return checkpoint.list_shipped(root)
 
 
 def catalog() -> list[cat.ModelEntry]:

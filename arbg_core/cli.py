@@ -1,165 +1,160 @@
-"""`arbg` command line: build | md | train | sample | evaluate | bench.
+"""`arbg` command line: build | md | train | sample | evaluate | ship | bench.
 
-Usage errors exit with code 2 and one line on stderr; flag names follow DESIGN §14.
+This module is the parser; what each command does is in `commands.py`. Flag names follow
+DESIGN §14. The flags that set a config (`MDConfig`, `TrainConfig`,
+`SampleConfig`) are made from the dataclass's fields: type, default and help come from the field,
+choices from the package's constants, so a new setting is one field. Usage errors exit with
+code 2 and one line on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
+from dataclasses import MISSING, fields
+
+from . import commands as cmd
+from .errors import UsageError
 
 
-class UsageError(Exception):
-    """Bad input from the user: one line, exit code 2."""
+# --------------------------------------------------------------------- flags from config fields
+
+_TYPES = {"int": int, "float": float, "str": str}
 
 
-def _add_system_flags(p, sequence_required=True):
-    if sequence_required:
-        p.add_argument("sequence", metavar="SEQ", help="one-letter amino-acid codes, e.g. AAA")
-    p.add_argument("--termini", choices=("zwitterionic", "capped"), default="zwitterionic",
-                   help="free NH3+/COO- ends (default) or ACE/NME caps ('A' capped = alanine dipeptide)")
+def add_config_flags(p, cls, rename=None, skip=(), defaults=None, choices=None,
+                     required=()) -> None:
+    """One flag per field of dataclass `cls`: --field-name (or rename[field]), the field's type,
+    default (or defaults[field]), help from its metadata, choices from its metadata (or
+    choices[field]). A bool field that defaults to True becomes --no-NAME. Fields in `skip` get
+    no flag; fields in `required` must be given."""
+    rename, defaults, choices = rename or {}, defaults or {}, choices or {}
+    for f in fields(cls):
+        if f.name in skip:
+            continue
+        flag = rename.get(f.name, "--" + f.name.replace("_", "-"))
+        default = defaults.get(f.name, f.default if f.default is not MISSING else None)
+        help_ = f.metadata.get("help", "")
+        if f.type == "bool":
+            action = "store_false" if default else "store_true"
+            p.add_argument(flag, dest=f.name, action=action, help=help_)
+            continue
+        base = f.type.split("|")[0].strip()
+        kind = _TYPES.get(base, str)
+        shown = "" if default is None else f" (default {default})"
+        p.add_argument(flag, dest=f.name, type=kind, default=default, required=f.name in required,
+                       choices=choices.get(f.name, f.metadata.get("choices")), help=help_ + shown)
 
 
-def cmd_build(args):
-    from . import peptide
+def _termini_flag(p, default="zwitterionic"):
+    from .peptide import TERMINI
 
-    pep = _build(args.sequence, args.termini)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    pep.to_mdtraj().save_pdb(str(out))
-    his = f", histidines: {', '.join(pep.histidine_states)}" if pep.histidine_states else ""
-    print(f"{peptide.system_name(pep.sequence, pep.termini)}: {pep.n_atoms} atoms, "
-          f"{len(pep.residue_blocks)} residues{his} -> {out}")
+    p.add_argument("--termini", choices=TERMINI, default=default,
+                   help="free NH3+/COO- ends (zwitterionic) or ACE/NME caps ('A' capped = alanine "
+                        "dipeptide)")
 
 
-def _build(sequence, termini):
-    from . import peptide
-
-    try:
-        return peptide.build(sequence, termini)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+# ------------------------------------------------------------------------------------- parser
 
 
-def _parse_shard(text):
-    try:
-        i, n = (int(v) for v in text.split("/"))
-        if not 0 <= i < n:
-            raise ValueError
-    except ValueError:
-        raise UsageError(f"--shard must look like i/n with 0 <= i < n, got {text!r}") from None
-    return i, n
+def _add_sampling_flags(p):
+    """Flags shared by `sample` and `evaluate` (names fixed by DESIGN §14)."""
+    from .pipeline import SampleConfig
+
+    p.add_argument("--model", metavar="DIR", help="checkpoint folder or shipped name (default: the "
+                   "shipped model that covers --sequence, per-system first, then transferable)")
+    p.add_argument("--sequence", metavar="SEQ")
+    _termini_flag(p, default=None)
+    skip = ("n", "clip_fraction", "energy_chunk") + (
+        ("use_kv_cache", "reweight") if p.prog.endswith("evaluate") else ())
+    add_config_flags(p, SampleConfig, rename={"tau": "--temperature"}, skip=skip)
 
 
-def _md_one(sequence, termini, out, config, position=0):
-    from tqdm import tqdm
+def _add_train_parser(sub):
+    from .energy import DEFAULT_PRESET, PRESETS
+    from .model import SIZES
+    from .train import BF16_MODES, OPTIMIZERS, TrainConfig
 
-    from .md import run_md
-
-    pep = _build(sequence, termini)
-    bar = tqdm(total=config.n_frames, desc=f"{pep.name} seed {config.seed}", unit="ps",
-               unit_scale=config.save_ps, position=position, dynamic_ncols=True)
-
-    def progress(done, total, ns_per_day):
-        bar.n = done
-        if ns_per_day:
-            bar.set_postfix_str(f"{ns_per_day:.0f} ns/day")
-        bar.refresh()
-
-    try:
-        run_md(pep.topology, pep.xyz, out, config, progress)
-    finally:
-        bar.close()
-
-
-def _md_replica(args):
-    _md_one(*args)
-
-
-def cmd_md(args):
-    import multiprocessing as mp
-    from dataclasses import replace
-
-    from .md import MDConfig
-
-    if (args.sequence is None) == (args.sequences is None):
-        raise UsageError("give either SEQ or --sequences FILE")
-    if args.ns <= 0:
-        raise UsageError("--ns must be positive")
-    config = MDConfig(ns=args.ns, preset=args.preset, temperature_k=args.temperature,
-                      save_ps=args.save_ps, seed=args.seed, chunk_frames=args.chunk_frames,
-                      warmup_ps=args.warmup_ps)
-    out = Path(args.out)
-    if args.sequences is not None:
-        from .data import read_sequence_list
-
-        try:
-            listed = read_sequence_list(args.sequences)
-        except (OSError, ValueError) as e:
-            raise UsageError(f"--sequences: {e}") from None
-        seqs = [s for s, _ in listed]
-        i, n = _parse_shard(args.shard) if args.shard else (0, 1)
-        jobs = [(s, args.termini, out / s, replace(config, seed=args.seed + k))
-                for k, s in enumerate(seqs) if k % n == i]
-        manifest = {"sequences": seqs, "termini": args.termini, "config": config.__dict__,
-                    "seeds": "seed + index in the sequence file", "roles": dict(listed)}
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        failed = []
-        for job in jobs:  # one failing sequence does not stop an unattended shard
-            try:
-                _md_one(*job)
-            except Exception as e:  # e.g. OpenMMException from a blown-up integrator
-                sys.stderr.write(f"arbg md: {job[0]} failed, going on with the next: {e}\n")
-                failed.append(job[0])
-        if failed:
-            raise UsageError(f"{len(failed)} of {len(jobs)} sequences failed ({', '.join(failed)}); "
-                             "rerun the same command to retry them (finished ones are skipped)")
-        return
-    if args.replicas == 1:
-        _md_one(args.sequence, args.termini, out, config)
-        return
-    jobs = [(args.sequence, args.termini, out / f"replica_{r:02d}", replace(config, seed=args.seed + r), r)
-            for r in range(args.replicas)]
-    with mp.get_context("spawn").Pool(args.replicas) as pool:
-        pool.map(_md_replica, jobs)
+    p = sub.add_parser("train", help="train a model on MD frames",
+                       description="Train a per-system model, or with --transferable a "
+                                   "sequence-conditioned one on a corpus. Rerun with --resume to "
+                                   "continue. Under torchrun it trains data-parallel (DDP).")
+    p.add_argument("--data", nargs="+", metavar="DIR",
+                   help="arbg md folders (PATH:N keeps each replica's first N frames), trajectory "
+                        "files (with --top) or one prepared .npz; "
+                        "with --transferable one corpus folder or `arbg md --sequences` folder")
+    p.add_argument("--top", metavar="PDB", help="topology for trajectory files")
+    p.add_argument("--stride", type=int, default=1, help="use every n-th frame")
+    p.add_argument("--split", default="0.8,0.1,0.1", metavar="TR,VA,TE",
+                   help="time-block fractions of each replica for train, validation and test")
+    p.add_argument("--preset", default=DEFAULT_PRESET, choices=tuple(PRESETS),
+                   help="force field the data came from")
+    p.add_argument("--transferable", action="store_true",
+                   help="sequence-conditioned model on a corpus (fixed std, a = 4.5)")
+    add_config_flags(p, TrainConfig, rename={"n_bins": "--bins"}, defaults={"save_every": None},
+                     choices={"size": SIZES, "optimizer": OPTIMIZERS, "bf16": BF16_MODES})
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last")
+    p.add_argument("--save-data", metavar="FILE.npz",
+                   help="also write the prepared dataset (--transferable: the corpus folder to "
+                        "prepare into, default OUT/corpus)")
+    p.add_argument("--dry-run", action="store_true", help="print parameter counts and exit")
+    p.add_argument("--out", metavar="DIR")
+    p.set_defaults(func=cmd.cmd_train)
 
 
 def build_parser():
+    from .energy import PRESETS
+    from .md import MDConfig
+
     parser = argparse.ArgumentParser(
         prog="arbg", description="Autoregressive Boltzmann generators for peptides.",
         epilog="Run `arbg COMMAND --help` for the flags of one command.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("build", help="build an all-atom peptide and write a PDB")
-    _add_system_flags(p)
+    p.add_argument("sequence", metavar="SEQ", help="one-letter amino-acid codes, e.g. AAA")
+    _termini_flag(p)
     p.add_argument("--out", required=True, metavar="FILE.pdb")
-    p.set_defaults(func=cmd_build)
+    p.set_defaults(func=cmd.cmd_build)
 
     p = sub.add_parser("md", help="reference MD with OpenMM (chunked, resumable)",
                        description="Reference MD. Rerun the same command to resume a killed run.")
     p.add_argument("sequence", metavar="SEQ", nargs="?", help="one-letter codes")
-    _add_system_flags(p, sequence_required=False)
+    _termini_flag(p)
     p.add_argument("--sequences", metavar="FILE",
                    help="corpus mode: one sequence per line, optionally with its role train|val|test")
     p.add_argument("--shard", metavar="i/n", help="corpus mode: run every n-th sequence from i")
-    p.add_argument("--preset", default="amber99sbildn-obc", choices=("amber99sbildn-obc", "amber14-obc1"))
-    p.add_argument("--temperature", type=float, default=None, metavar="K",
-                   help="override the preset's temperature (e.g. hotter replicas for training data)")
-    p.add_argument("--ns", type=float, required=True, help="production length per replica, ns")
+    add_config_flags(p, MDConfig, rename={"temperature_k": "--temperature"},
+                     defaults={"ns": None}, required=("ns",), choices={"preset": tuple(PRESETS)})
     p.add_argument("--replicas", type=int, default=1, help="independent seeds, one process each")
-    p.add_argument("--save-ps", type=float, default=1.0, help="ps between saved frames")
-    p.add_argument("--warmup-ps", type=float, default=100.0, help="equilibration before saving")
-    p.add_argument("--chunk-frames", type=int, default=1000, help="frames per trajectory chunk")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, metavar="DIR")
-    p.set_defaults(func=cmd_md)
+    p.set_defaults(func=cmd.cmd_md)
 
-    from . import cli_model  # train / sample / evaluate / bench live beside this file
+    _add_train_parser(sub)
 
-    cli_model.add_commands(sub, UsageError)
+    p = sub.add_parser("sample", help="draw samples, reweight to the Boltzmann distribution")
+    _add_sampling_flags(p)
+    p.add_argument("--n", type=int, default=1000, help="number of proposals")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.set_defaults(func=cmd.cmd_sample)
+
+    p = sub.add_parser("evaluate", help="sample, reweight and compare with reference MD")
+    _add_sampling_flags(p)
+    p.add_argument("--reference", required=True, metavar="TRAJ",
+                   help="trajectory file, arbg md folder, or prepared .npz (its test split)")
+    p.add_argument("--top", metavar="PDB", help="topology for a trajectory file")
+    p.add_argument("--n-proposals", type=int, default=100_000)
+    p.add_argument("--n-eval", type=int, default=10_000, help="samples and frames compared")
+    p.add_argument("--lag", type=int, default=10, help="TICA lag in reference frames")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.set_defaults(func=cmd.cmd_evaluate)
+
+    p = sub.add_parser("bench", help="run benchmarks, results as JSON",
+                       description="The package's benchmarks; each writes OUT/NAME*.json.")
+    p.add_argument("names", nargs="*", metavar="NAME", help="which ones (default: all)")
+    p.add_argument("--out", default="results", metavar="DIR")
+    p.set_defaults(func=cmd.cmd_bench)
     return parser
 
 
@@ -167,8 +162,7 @@ def main(argv=None):
     parser = build_parser()
 
     def one_line_error(message):
-        parser_prog = parser.prog
-        sys.stderr.write(f"{parser_prog}: error: {message}\n")
+        sys.stderr.write(f"{parser.prog}: error: {message}\n")
         sys.exit(2)
 
     parser.error = one_line_error

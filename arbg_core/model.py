@@ -22,6 +22,9 @@ import torch.nn.functional as F
 from .peptide import ATOM_NAMES, ELEMENTS, MAX_RESIDUES, RESIDUE_TYPES, AtomFeatures
 
 
+SIZES = ("tiny", "small", "base", "large")  # ModelConfig.preset names, smallest first
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     n_bins: int = 1024  # V; the BOS id is n_bins

@@ -17,29 +17,42 @@ from typing import Callable
 import numpy as np
 
 from . import __version__
-from .checkpoint import LoadedModel, preset_of
-from .energy import DEFAULT_PRESET, EnergyModel
+from .checkpoint import LoadedModel
+from .energy import EnergyModel
 from .peptide import Peptide
 from .reweight import ReweightedEnsemble, chiral_centers, handedness, reweight
-from .sampling import log_prob, resolve_device, sample
+from .sampling import check_ready, log_prob, model_device, resolve_device, sample
 
 Progress = Callable[[str, int, int], None]
 
 
+METHODS = ("snis", "smc")
+SMC_SCHEDULES = ("constant", "linear")
+
+
+def _opt(default, help: str, **meta):
+    return field(default=default, metadata={"help": help, **meta})
+
+
 @dataclass(frozen=True)
 class SampleConfig:
-    n: int = 1000
-    batch_size: int = 1024
-    tau: float | None = None  # None: the model card's tuned tau, else 1.0
-    seed: int = 0
-    device: str = "auto"
-    use_kv_cache: bool = True
-    method: str = "snis"
-    reweight: bool = True
-    clip_fraction: float = 0.002
-    energy_chunk: int = 500
-    smc_threshold: float = 0.5  # resample when the normalized ESS falls below this (0: never)
-    smc_schedule: str | tuple[float, ...] = "constant"  # twist lambda_r: constant | linear | values
+    n: int = _opt(1000, "number of proposals drawn")
+    batch_size: int = _opt(1024, "proposals generated together (one KV cache)")
+    tau: float | None = _opt(None, "sampling temperature tau (default: the model card's tuned tau)")
+    seed: int = _opt(0, "random seed: the same seed on the same device gives the same samples")
+    device: str = _opt("auto", "auto: where the model is loaded (CUDA when present)",
+                       choices=("auto", "cpu", "cuda"))
+    use_kv_cache: bool = _opt(True, "re-encode the prefix for every token (benchmarks only)")
+    method: str = _opt("snis", "importance sampling (snis) or twisted SMC over residues (smc)",
+                       choices=METHODS)
+    reweight: bool = _opt(True, "skip energies and weights")
+    clip_fraction: float = _opt(0.002, "largest fraction of log weights dropped")
+    energy_chunk: int = _opt(500, "frames per energy evaluation call")
+    smc_threshold: float = _opt(0.5, "SMC: resample when the normalized ESS falls below this "
+                                "(0: never)")
+    smc_schedule: str | tuple[float, ...] = _opt(
+        "constant", "SMC twist exp(-lambda_r u_r): lambda_r = 1 (constant) or r/R (linear)",
+        choices=SMC_SCHEDULES)
 
 
 @dataclass
@@ -74,31 +87,29 @@ def versions() -> dict:
             "python": platform.python_version()}
 
 
-def default_tau(loaded: LoadedModel) -> float:
-    return float(loaded.card.get("tau", 1.0))
-
-
 def run_sampling(loaded: LoadedModel, pep: Peptide, cfg: SampleConfig = SampleConfig(),
                  progress: Progress | None = None, energy_model: EnergyModel | None = None) -> SampleResult:
     """Draw `cfg.n` proposals from the model and (optionally) reweight them to exp(-u)."""
     if cfg.n < 1:
         raise ValueError("the number of samples must be at least 1")
-    if cfg.method not in ("snis", "smc"):
+    if cfg.method not in METHODS:
         raise ValueError(f"unknown sampling method {cfg.method!r}; choose snis or smc")
     if cfg.method == "smc" and not cfg.reweight:
         raise ValueError("SMC weights particles as it grows them: it cannot run without energies")
-    tau = float(cfg.tau) if cfg.tau is not None else default_tau(loaded)
+    tau = float(cfg.tau) if cfg.tau is not None else loaded.card.default_tau
     if not 0.05 <= tau <= 5.0:
         raise ValueError(f"temperature tau={tau} is outside the sensible range 0.05..5")
-    device = resolve_device(cfg.device)
-    preset = preset_of(loaded.config, DEFAULT_PRESET)
+    # auto: where the model was loaded; anything else must match it (models are never moved)
+    device = model_device(loaded.model) if cfg.device == "auto" else resolve_device(cfg.device)
+    check_ready(loaded.model, device)
+    preset = loaded.config.preset
     timings = {}
     report = progress or (lambda *a: None)
 
     if cfg.method == "smc":
         em = energy_model or EnergyModel(pep.topology, preset)
         xyz, log_q, ensemble = _run_smc(loaded, pep, cfg, tau, device, em, report, timings)
-        return SampleResult(pep, cfg, tau, preset, str(device), loaded.path.name, xyz, log_q,
+        return SampleResult(pep, cfg, tau, preset, str(device), loaded.name, xyz, log_q,
                             ensemble, timings)
     t0 = time.perf_counter()
     xyz, log_q = sample(loaded.model, loaded.tokenizer, pep.features, cfg.n, tau=tau, seed=cfg.seed,
@@ -127,7 +138,7 @@ def run_sampling(loaded: LoadedModel, pep: Peptide, cfg: SampleConfig = SampleCo
                             reference_signs=signs, clip_fraction=cfg.clip_fraction)
         timings["energy_and_reweight"] = time.perf_counter() - t0
         report("reweight", 1, 1)
-    return SampleResult(pep, cfg, tau, preset, str(device), loaded.path.name, xyz, log_q, ensemble,
+    return SampleResult(pep, cfg, tau, preset, str(device), loaded.name, xyz, log_q, ensemble,
                         timings)
 
 

@@ -38,22 +38,32 @@ _BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBack
 def inference(model: ArBG, device: torch.device, bf16: bool | None = None):
     """Everything a generation or scoring pass runs under; yields the dtype for a KVCache.
 
-    The model goes to `device` (in place, if it is elsewhere) and to eval mode (restored on exit);
-    inference mode; bf16 autocast of the forward pass if `bf16` (default: on CUDA only), while
-    log probabilities stay fp32/fp64. smc.py wraps its `extend` calls in this too.
+    The model must already be on `device` and in eval mode (`checkpoint.load` and
+    `checkpoint.prepare_for_inference` make it so, once): a model shared between app users is
+    never moved or switched here. Inference mode; bf16 autocast of the forward pass if `bf16`
+    (default: on CUDA only), while log probabilities stay fp32/fp64. smc.py wraps its `extend`
+    calls in this too.
     """
-    here = next(model.parameters()).device
-    if here.type != device.type or (device.index is not None and here.index != device.index):
-        model.to(device)
+    check_ready(model, device)
     bf16 = device.type == "cuda" if bf16 is None else bool(bf16)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode(), sdpa_kernel(_BACKENDS), autocast:
-            yield torch.bfloat16 if bf16 else next(model.parameters()).dtype
-    finally:
-        model.train(was_training)
+    with torch.inference_mode(), sdpa_kernel(_BACKENDS), autocast:
+        yield torch.bfloat16 if bf16 else next(model.parameters()).dtype
+
+
+def model_device(model: ArBG) -> torch.device:
+    return next(model.parameters()).device
+
+
+def check_ready(model: ArBG, device: torch.device) -> None:
+    """ValueError unless `model` is in eval mode on `device` (what a sampling pass needs)."""
+    here = model_device(model)
+    if here.type != device.type or (device.index is not None and here.index != device.index):
+        raise ValueError(f"the model is on {here}, the pass asks for {device}: load it there "
+                         "(checkpoint.load(path, device) or checkpoint.prepare_for_inference)")
+    if model.training:
+        raise ValueError("the model is in training mode: call checkpoint.prepare_for_inference "
+                         "(or .eval()) once before sampling")
 
 
 def _draw(logits: torch.Tensor, tau: float, generator: torch.Generator | None):

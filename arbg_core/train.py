@@ -37,6 +37,10 @@ A_SINGLE, A_TRANSFERABLE = 3.0, 4.5  # box half-width in units of std (paper)
 TRANSFERABLE_STD_NM = 0.25
 
 
+OPTIMIZERS = ("adamw", "muon")
+BF16_MODES = ("auto", "on", "off")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     size: str = "small"

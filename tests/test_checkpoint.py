@@ -46,7 +46,10 @@ def test_round_trip_gives_identical_logits(tmp_path, monkeypatch):
     assert not loaded.model.training
     assert loaded.model.cfg == model.cfg
     assert loaded.tokenizer.cfg == tok_cfg
-    assert loaded.card == {"steps": 12, "tau": 0.9}
+    assert loaded.card.steps == 12 and loaded.card.tau == 0.9
+    assert loaded.config.system == checkpoint.SystemSpec("A", "capped", "amber99sbildn-obc")
+    assert not loaded.config.transferable and loaded.config.extra == {"lr": 1e-3}
+    assert loaded.name == "ckpt" and loaded.config.to_json() == config
     assert torch.equal(logits(loaded.model), logits(model))
 
 
@@ -102,11 +105,11 @@ def test_shipped_registry_and_resolve(tmp_path, monkeypatch):
     (root / "not-a-model").mkdir()
     monkeypatch.setattr(checkpoint, "SHIPPED_DIR", root)
     shipped = checkpoint.list_shipped()
-    assert [name for name, _, _ in shipped] == ["ala2-small"]
-    assert shipped[0][1]["system"] == SYSTEM and shipped[0][2]["steps"] == 12
+    assert [e.name for e in shipped] == ["ala2-small"]
+    assert shipped[0].system == checkpoint.SystemSpec(**SYSTEM) and shipped[0].card.steps == 12
     assert checkpoint.resolve("ala2-small") == root / "ala2-small"
     assert checkpoint.resolve(root / "ala2-small") == root / "ala2-small"
-    assert checkpoint.load("ala2-small").config["tokenizer"]["std"] == 0.21
+    assert checkpoint.load("ala2-small").config.tokenizer.std == 0.21
     with pytest.raises(FileNotFoundError, match="ala2-small"):
         checkpoint.resolve("chignolin-large")
 
@@ -130,8 +133,13 @@ def test_shipped_for_prefers_the_per_system_model_then_a_transferable_one_in_ran
 
 def test_real_shipped_dir_is_listable():
     assert checkpoint.SHIPPED_DIR.name == "models"
-    for name, config, card in checkpoint.list_shipped():
-        assert config["format"] == 1 and isinstance(card, dict)
+    shipped = checkpoint.list_shipped()
+    assert {"ala2", "aaa", "dipeptides"} <= {e.name for e in shipped}
+    for entry in shipped:
+        raw = json.loads((entry.path / "config.json").read_text())
+        assert entry.config.to_json() == raw  # typed and back, nothing lost
+        assert entry.transferable == (raw["system"] is None) == raw["transferable"]
+        assert entry.card.raw == json.loads((entry.path / "card.json").read_text())
 
 
 def test_save_unwraps_compiled_or_ddp_style_wrappers(tmp_path):
@@ -145,5 +153,25 @@ def test_save_unwraps_compiled_or_ddp_style_wrappers(tmp_path):
     path = checkpoint.save(tmp_path / "w", Wrapper(model), TokenizerConfig(n_bins=32),
                            transferable=True)
     loaded = checkpoint.load(path)
-    assert loaded.config["transferable"] is True and loaded.config["system"] is None
+    assert loaded.config.transferable and loaded.config.system is None
+    assert loaded.config.coverage == checkpoint.Coverage(None, None, "amber99sbildn-obc")
     assert torch.equal(logits(loaded.model), logits(model.eval()))
+
+
+def test_old_style_and_typed_fields_agree(tmp_path):
+    """A transferable model's range and preset come from config["extra"]; a per-system model's
+    preset from its system; a card with no tau samples at 1."""
+    torch.manual_seed(0)
+    path = checkpoint.save(tmp_path / "t", ArBG(ModelConfig.preset("tiny")), TokenizerConfig(),
+                           transferable=True, extra={"termini": "capped", "lengths": [1, 3],
+                                                     "preset": "amber14-obc1"}, card={"name": "T"})
+    entry = checkpoint.read_entry(path)
+    assert entry.config.coverage == checkpoint.Coverage("capped", (1, 3), "amber14-obc1")
+    assert entry.preset == "amber14-obc1" and entry.config.default_termini == "capped"
+    assert entry.tau == 1.0 and entry.title == "T"
+    assert entry.serves("AA", "capped") and not entry.serves("AAAA", "capped")
+    assert not entry.serves("AA", "zwitterionic")
+    with pytest.raises(ValueError, match="samples capped peptides of length 1-3 only"):
+        entry.check_serves("AAAA", "capped")
+    with pytest.raises(ValueError, match="needs a system"):
+        checkpoint.save(tmp_path / "u", ArBG(ModelConfig.preset("tiny")), TokenizerConfig())

@@ -55,13 +55,16 @@ def test_seed_reproducibility():
 
 def test_progress_and_model_state():
     model, tok = setup()
-    model.train()
     seen = []
     sample(model, tok, toy_features(3), 5, batch_size=2, device="cpu",
            progress=lambda done, total: seen.append((done, total)))
     assert seen[-1] == (45, 45) and all(t == 45 for _, t in seen)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
-    assert model.training  # restored after sampling in eval mode
+    # a shared model is never switched or moved by a sampling pass: it must come ready
+    model.train()
+    with pytest.raises(ValueError, match="training mode"):
+        sample(model, tok, toy_features(3), 2, device="cpu")
+    assert model.training
 
 
 def test_blockwise_extend_equals_one_pass():

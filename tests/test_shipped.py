@@ -12,7 +12,7 @@ from arbg_core.peptide import build
 from arbg_core.pipeline import SampleConfig, run_sampling
 from arbg_core.report import load_reference, phi_basin_population
 
-CARDS = {name: card for name, _, card in checkpoint.list_shipped()}
+CARDS = {e.name: dict(e.card.raw) for e in checkpoint.list_shipped()}
 SHIPPED = list(CARDS)
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,36 +44,35 @@ def test_shipped_card_names_only_repo_paths(name):
 def test_shipped_model_reweights_to_md(name):
     loaded = checkpoint.load(checkpoint.resolve(name))
     card = loaded.card
-    assert {"tau", "evaluation", "training"} <= set(card), "card.json is incomplete"
-    system = loaded.config["system"]
+    assert {"tau", "evaluation", "training"} <= set(card.raw), "card.json is incomplete"
+    system = loaded.config.system
     if system is None:
         # Transferable: the zero-shot test sequence with the largest ESS on its card. Its zero-shot
         # ESS is small everywhere (the card lists each sequence); this is where a 2,000-sample
         # draw still tells working weights (a few effective samples) from broken ones (one).
-        termini = loaded.config["extra"]["termini"]
-        best = max(card["evaluation"]["per_sequence"], key=lambda r: r["ess_fraction"])
-        system = {"sequence": best["sequence"], "termini": termini,
-                  "preset": checkpoint.preset_of(loaded.config)}
-    pep = build(system["sequence"], system["termini"])
+        best = max(card.raw["evaluation"]["per_sequence"], key=lambda r: r["ess_fraction"])
+        system = checkpoint.SystemSpec(best["sequence"], loaded.config.coverage.termini,
+                                       loaded.config.preset)
+    pep = build(system.sequence, system.termini)
     reference_file = ROOT / "assets" / "reference" / (
-        f"{name}/{pep.name}.npz" if loaded.config.get("transferable") else f"{name}.npz")
+        f"{name}/{pep.name}.npz" if loaded.config.transferable else f"{name}.npz")
     result = run_sampling(loaded, pep, SampleConfig(n=2000, seed=123, batch_size=500, device="cpu"))
     ens = result.ensemble
     # A trained model keeps almost all samples and spreads weight over many of them. A
     # transferable model's samples with mixed chirality centers (dropped, weight 0) stay near the
     # fraction its card measured on this sequence (10,000 proposals), within binomial noise.
-    transferable = bool(loaded.config.get("transferable"))
+    transferable = loaded.config.transferable
     dropped = 0.05
     if transferable:
-        row = next(r for r in card["evaluation"]["per_sequence"]
-                   if r["sequence"] == system["sequence"])
+        row = next(r for r in card.raw["evaluation"]["per_sequence"]
+                   if r["sequence"] == system.sequence)
         p = row["dropped_fraction"]
         dropped = max(0.05, p + 4 * np.sqrt(p * (1 - p) / ens.n) + 0.02)
     assert ens.counts["dropped"] < dropped * ens.n, (ens.counts, dropped)
     # A broken model's ESS is ~1 sample (0.05% of 2,000; DESIGN §7). A model keeps at least a
     # quarter of the ESS fraction its card measured: per-system at 100k proposals (ala2 2%, aaa
     # 0.56%: 2,000-sample draws of aaa spread over 0.28-0.8%), transferable on this sequence.
-    measured = row["ess_fraction"] if transferable else card["evaluation"]["ess_fraction"]
+    measured = row["ess_fraction"] if transferable else card.raw["evaluation"]["ess_fraction"]
     floor = max(0.001, 0.25 * measured)
     assert ens.ess_fraction > floor, (ens.ess_fraction, floor)
     reference = load_reference(reference_file)

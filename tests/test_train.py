@@ -64,7 +64,7 @@ def test_training_lowers_loss_and_writes_checkpoints(tmp_path, toy_data):
     assert hist[-1]["val_nll"] < hist[0]["val_nll"]
     for name in ("best", "last"):
         loaded = checkpoint.load(tmp_path / name)
-        assert loaded.config["system"]["sequence"] == "A"
+        assert loaded.config.system.sequence == "A"
         assert loaded.tokenizer.cfg.std == pytest.approx(Tokenizer.fit_std(toy_data.xyz_train))
     assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 30
 

@@ -144,10 +144,10 @@ def test_padded_batch_log_q_matches_one_by_one(corpus):
 def test_ddp_checkpoint_is_transferable(ddp_run):
     loaded = checkpoint.load(ddp_run / "last")
     config = loaded.config
-    assert config["transferable"] is True and config["system"] is None
-    assert config["extra"]["lengths"] == [2, 2] and config["extra"]["termini"] == "zwitterionic"
+    assert config.transferable and config.system is None
+    assert config.coverage.lengths == (2, 2) and config.coverage.termini == "zwitterionic"
     assert loaded.tokenizer.cfg.std == TRANSFERABLE_STD_NM and loaded.tokenizer.cfg.a == 4.5
-    assert loaded.card["data"]["sequences"]["train"] == ["GA", "AS"]
+    assert loaded.card.data["sequences"]["train"] == ["GA", "AS"]
     summary = json.loads((ddp_run / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 4
     assert np.isfinite(summary["history"][-1]["val_unseen_nll"])  # SG, never trained on
@@ -238,7 +238,7 @@ def test_ship_transferable_script(ddp_run, md_root, tmp_path):
     assert card["evaluation"]["mean"]["reweighted_e_w2"]["mean"] == row["reweighted_e_w2"]
     ref = FrameData.load(tmp_path / "repo/assets/reference/toy/AS-zw.npz")
     assert ref.xyz_test.shape == (6, ref.n_atoms, 3)
-    assert checkpoint.load(tmp_path / "repo/assets/models/toy").config["transferable"]
+    assert checkpoint.load(tmp_path / "repo/assets/models/toy").config.transferable
     # A rerun keeps finished work: the row cached for this checkpoint and settings is reused.
     cache = tmp_path / "repo/results/ship_toy/AS/row.json"
     saved = json.loads(cache.read_text())

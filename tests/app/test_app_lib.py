@@ -157,12 +157,17 @@ def test_plain_escapes_markdown():
 
 
 def test_catalog():
-    single = catalog.ModelEntry("ala2", Path("x"), {"system": {"sequence": "A", "termini": "capped",
-                                                               "preset": "p"}}, {"tau": 0.9})
-    other = catalog.ModelEntry("aaa", Path("y"), {"system": {"sequence": "AAA", "termini": "zwitterionic",
-                                                             "preset": "p"}}, {})
-    general = catalog.ModelEntry("t", Path("z"), {"system": None, "transferable": True,
-                                                  "extra": {"lengths": [1, 4], "termini": "capped"}}, {})
+    from arbg_core.checkpoint import Card, CheckpointConfig, Coverage, ModelEntry, SystemSpec
+    from arbg_core.model import ModelConfig
+    from arbg_core.tokenizer import TokenizerConfig
+
+    def entry(name, system=None, coverage=None, card=Card()):
+        config = CheckpointConfig(ModelConfig(), TokenizerConfig(), system, coverage)
+        return ModelEntry(name, Path(name), config, card)
+
+    single = entry("ala2", SystemSpec("A", "capped", "p"), card=Card(tau=0.9))
+    other = entry("aaa", SystemSpec("AAA", "zwitterionic", "p"))
+    general = entry("t", coverage=Coverage("capped", (1, 4)))
     entries = [other, general, single]
     assert catalog.shipped_systems(entries) == [("A", "capped"), ("AAA", "zwitterionic")]
     assert [e.name for e in catalog.models_for(entries, "A", "capped")] == ["ala2", "t"]

@@ -103,7 +103,7 @@ def transferable_server(tmp_path_factory):
 
     models = tmp_path_factory.mktemp("arbg-transferable") / "models"
     models.mkdir()
-    shipped = [name for name, config, _ in checkpoint.list_shipped() if config.get("transferable")]
+    shipped = [e.name for e in checkpoint.list_shipped() if e.transferable]
     for name in shipped:
         shutil.copytree(checkpoint.resolve(name), models / name)
     if not shipped:

@@ -13,19 +13,18 @@ APP = str(Path(__file__).resolve().parents[2] / "app.py")
 PLOT_PAGES = ["pages/1_Conformers.py", "pages/2_Ramachandran.py", "pages/3_Energy.py",
               "pages/4_Compare_with_MD.py"]
 
-PER_SYSTEM = [(name, config, card) for name, config, card in checkpoint.list_shipped()
-              if not config.get("transferable")]
+PER_SYSTEM = [e for e in checkpoint.list_shipped() if not e.transferable]
 
 
-@pytest.mark.parametrize("name,config,card", PER_SYSTEM, ids=[n for n, _, _ in PER_SYSTEM])
-def test_shipped_system_through_every_page(name, config, card, monkeypatch):
+@pytest.mark.parametrize("entry", PER_SYSTEM, ids=[e.name for e in PER_SYSTEM])
+def test_shipped_system_through_every_page(entry, monkeypatch):
     for var in ("ARBG_MODELS_DIR", "ARBG_REFERENCE_DIR"):  # the repository's assets, not test models
         monkeypatch.delenv(var, raising=False)
-    system = (config["system"]["sequence"], config["system"]["termini"])
+    system = (entry.system.sequence, entry.system.termini)
     at = AppTest.from_file(APP, default_timeout=60).run()
     at.selectbox(key="home_system").set_value(catalog.system_label(system)).run()
-    assert at.selectbox(key="home_model").value == name
-    assert at.number_input(key=f"home_tau::{name}").value == pytest.approx(card["tau"])
+    assert at.selectbox(key="home_model").value == entry.name
+    assert at.number_input(key=f"home_tau::{entry.name}").value == pytest.approx(entry.card.tau)
     at.number_input(key="home_n").set_value(128)
     at.button(key="home_submit").click().run(timeout=180)
     assert not at.exception and not at.error, [e.value for e in at.exception] + [e.value for e in at.error]

@@ -1,0 +1,381 @@
+"""What each `arbg` command does (the parser is `cli.py`): read flags, call the package, print
+one line. Bad input raises `UsageError` (one line on stderr, exit code 2)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import fields, replace
+from pathlib import Path
+
+from .errors import UsageError
+
+
+def config_from(cls, args, **overrides):
+    """The dataclass `cls` from the parsed flags add_config_flags made (skipped fields keep
+    their defaults unless given in overrides)."""
+    given = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+    return cls(**(given | overrides))
+
+
+def is_main_process() -> bool:
+    """False on the other ranks of a torchrun job: only rank 0 reports."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def tqdm_progress(total, desc, unit="it"):
+    """A tqdm bar and a progress(done, total, info) callback that drives it."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True,
+               disable=not is_main_process())
+
+    def progress(done, total_, info=None):
+        if total_ != bar.total:
+            bar.reset(total=total_)
+        if info:
+            bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v)
+                             for k, v in info.items() if v is not None}, refresh=False)
+        bar.update(done - bar.n)  # tqdm throttles redraws itself
+
+    return bar, progress
+
+
+def _build(sequence, termini):
+    from . import peptide
+
+    try:
+        return peptide.build(sequence, termini)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def _parse_shard(text):
+    try:
+        i, n = (int(v) for v in text.split("/"))
+        if not 0 <= i < n:
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"--shard must look like i/n with 0 <= i < n, got {text!r}") from None
+    return i, n
+
+
+# ----------------------------------------------------------------------------- build and md
+
+
+def cmd_build(args):
+    from . import peptide
+
+    pep = _build(args.sequence, args.termini)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pep.to_mdtraj().save_pdb(str(out))
+    his = f", histidines: {', '.join(pep.histidine_states)}" if pep.histidine_states else ""
+    print(f"{peptide.system_name(pep.sequence, pep.termini)}: {pep.n_atoms} atoms, "
+          f"{len(pep.residue_blocks)} residues{his} -> {out}")
+
+
+def _md_one(sequence, termini, out, config, position=0):
+    from tqdm import tqdm
+
+    from .md import run_md
+
+    pep = _build(sequence, termini)
+    bar = tqdm(total=config.n_frames, desc=f"{pep.name} seed {config.seed}", unit="ps",
+               unit_scale=config.save_ps, position=position, dynamic_ncols=True)
+
+    def progress(done, total, ns_per_day):
+        bar.n = done
+        if ns_per_day:
+            bar.set_postfix_str(f"{ns_per_day:.0f} ns/day")
+        bar.refresh()
+
+    try:
+        run_md(pep.topology, pep.xyz, out, config, progress)
+    finally:
+        bar.close()
+
+
+def _md_replica(job):
+    _md_one(*job)
+
+
+def _md_corpus(args, config, out):
+    """Corpus mode: every sequence of --sequences in this shard, one after another."""
+    from .data import read_sequence_list
+    from .files import write_json
+
+    try:
+        listed = read_sequence_list(args.sequences)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--sequences: {e}") from None
+    seqs = [s for s, _ in listed]
+    i, n = _parse_shard(args.shard) if args.shard else (0, 1)
+    jobs = [(s, args.termini, out / s, replace(config, seed=config.seed + k))
+            for k, s in enumerate(seqs) if k % n == i]
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "manifest.json", {"sequences": seqs, "termini": args.termini,
+                                       "config": config.__dict__, "roles": dict(listed),
+                                       "seeds": "seed + index in the sequence file"})
+    failed = []
+    for job in jobs:  # one failing sequence does not stop an unattended shard
+        try:
+            _md_one(*job)
+        except Exception as e:  # e.g. OpenMMException from a blown-up integrator
+            sys.stderr.write(f"arbg md: {job[0]} failed, going on with the next: {e}\n")
+            failed.append(job[0])
+    if failed:
+        raise UsageError(f"{len(failed)} of {len(jobs)} sequences failed ({', '.join(failed)}); "
+                         "rerun the same command to retry them (finished ones are skipped)")
+
+
+def cmd_md(args):
+    import multiprocessing as mp
+
+    from .md import MDConfig
+
+    if (args.sequence is None) == (args.sequences is None):
+        raise UsageError("give either SEQ or --sequences FILE")
+    if args.ns <= 0:
+        raise UsageError("--ns must be positive")
+    config, out = config_from(MDConfig, args), Path(args.out)
+    if args.sequences is not None:
+        return _md_corpus(args, config, out)
+    if args.replicas == 1:
+        return _md_one(args.sequence, args.termini, out, config)
+    jobs = [(args.sequence, args.termini, out / f"replica_{r:02d}",
+             replace(config, seed=config.seed + r), r) for r in range(args.replicas)]
+    with mp.get_context("spawn").Pool(args.replicas) as pool:
+        pool.map(_md_replica, jobs)
+
+
+# ------------------------------------------------------------------------------------ train
+
+
+def _load_data(args):
+    from . import data as data_mod
+    from .peptide import identify
+
+    sources = list(args.data)
+    if len(sources) == 1 and sources[0].endswith(".npz"):
+        return data_mod.FrameData.load(sources[0])
+    for s in sources:
+        if not Path(data_mod.parse_source(s)[0]).exists():
+            raise UsageError(f"--data {s}: no such file or folder")
+    try:
+        fractions = tuple(float(f) for f in args.split.split(","))
+        if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"--split must be three fractions summing to 1, got {args.split!r}") from None
+    fd = data_mod.prepare(sources, top=args.top, stride=args.stride, fractions=fractions)
+    seq, termini = identify(fd.topology)
+    fd.meta["system"] = {"sequence": seq, "termini": termini, "preset": args.preset}
+    return fd
+
+
+def _train_config(args):
+    from .train import TrainConfig
+
+    # checkpoints are written at every validation unless --save-every says otherwise
+    save_every = args.save_every if args.save_every is not None else args.val_every
+    return config_from(TrainConfig, args, save_every=save_every)
+
+
+def _print_sizes():
+    import torch
+
+    from .model import SIZES, ArBG, ModelConfig
+
+    for name in SIZES:
+        cfg = ModelConfig.preset(name)
+        with torch.device("meta"):  # counts parameters without allocating them
+            n = ArBG(cfg).num_params()
+        print(f"{name:6s} {n / 1e6:8.2f}M parameters  (d={cfg.d_model}, layers={cfg.n_layers}, "
+              f"heads={cfg.n_heads}, bins={cfg.n_bins})")
+
+
+def cmd_train(args):
+    from .train import train
+
+    if args.dry_run:
+        return _print_sizes()
+    if args.transferable:
+        if not args.data or not args.out:
+            raise UsageError("train needs --data and --out (or --dry-run)")
+        return _train_transferable(args)
+    if not args.data or not (args.out or args.save_data):
+        raise UsageError("train needs --data and --out (or --save-data alone, or --dry-run)")
+    data = _load_data(args)
+    if args.save_data:
+        data.save(args.save_data)
+        print(f"dataset {data.meta['frames']} -> {args.save_data}")
+        if not args.out:  # prepare once here, train elsewhere (e.g. a GPU machine)
+            return
+    bar, progress = tqdm_progress(args.steps, "train", "step")
+    try:
+        summary = train(data, args.out, _train_config(args), resume=args.resume,
+                        device=args.device, progress=progress)
+    finally:
+        bar.close()
+    if is_main_process():
+        print(f"best val NLL {summary['best_val_nll']:.4f} nats/coord, "
+              f"{summary['tokens_per_s']:.0f} tokens/s on {summary['device']} -> {args.out}")
+
+
+def _train_transferable(args):
+    """--data is a prepared corpus or an `arbg md --sequences` folder (prepared on the fly into
+    --save-data, default OUT/corpus)."""
+    from .data import Corpus
+    from .train import train_transferable
+
+    root = Path(args.data[0])
+    marks = ("corpus.json", "manifest.json")
+    if len(args.data) != 1 or not any((root / f).is_file() for f in marks):
+        raise UsageError("--transferable takes one --data folder: a prepared corpus (corpus.json) "
+                         "or an `arbg md --sequences` output folder (manifest.json)")
+    if (root / "corpus.json").is_file():
+        try:
+            root = Corpus(root)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    bar, progress = tqdm_progress(args.steps, "train", "step")
+    try:
+        summary = train_transferable(root, args.out, _train_config(args), resume=args.resume,
+                                     device=args.device, progress=progress, stride=args.stride,
+                                     corpus_dir=args.save_data)
+    finally:
+        bar.close()
+    if is_main_process():
+        lo, hi = summary["lengths"]
+        print(f"transferable ({summary['termini']}, lengths {lo}-{hi}): best val NLL "
+              f"{summary['best_val_nll']:.4f} nats/coord, {summary['tokens_per_s']:.0f} tokens/s "
+              f"on {summary['device']} -> {args.out}")
+
+
+# -------------------------------------------------------------------------- sample, evaluate
+
+
+def load_model(name_or_path, device="auto"):
+    """A checkpoint folder or shipped name, loaded on `device` (auto: CUDA when present)."""
+    from . import checkpoint
+    from .sampling import resolve_device
+
+    try:
+        return checkpoint.load(name_or_path, device=resolve_device(device))
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(str(e)) from None
+
+
+def system_for(loaded, sequence=None, termini=None):
+    """The peptide a model samples: its own system, or a requested sequence it supports."""
+    from . import peptide
+
+    own = loaded.config.system
+    if sequence is None:
+        if own is None:
+            raise UsageError("this model is transferable: give --sequence")
+        sequence, termini = own.sequence, own.termini
+    termini = termini or loaded.config.default_termini
+    try:
+        seq = peptide.normalize_sequence(sequence, termini)
+        loaded.check_serves(seq, termini)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return peptide.build(seq, termini)
+
+
+def model_for(args):
+    """--model, or without it the first shipped model that serves --sequence (DESIGN §11 order:
+    a per-system model of exactly that system, else a transferable one in its trained range)."""
+    from . import checkpoint, peptide
+
+    if args.model is not None:
+        return load_model(args.model, args.device)
+    if args.sequence is None:
+        raise UsageError("give --model, or --sequence to pick a shipped model that covers it")
+    termini = args.termini or "zwitterionic"
+    try:
+        name = checkpoint.shipped_for(peptide.normalize_sequence(args.sequence, termini), termini)[0]
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    print(f"model: {name} (shipped)")
+    return load_model(name, args.device)
+
+
+def _sample_config(args, **overrides):
+    from .pipeline import SampleConfig
+
+    if not 0.0 <= args.smc_threshold <= 1.0:
+        raise UsageError(f"--smc-threshold must be in [0, 1], got {args.smc_threshold}")
+    if args.method == "smc" and not getattr(args, "reweight", True):
+        raise UsageError("--method smc weights particles as it grows them: drop --no-reweight")
+    return config_from(SampleConfig, args, **overrides)
+
+
+def _sample_with_bar(loaded, pep, cfg):
+    """`pipeline.run_sampling` behind one tqdm bar that shows the current stage."""
+    from .pipeline import run_sampling
+
+    bar, progress = tqdm_progress(cfg.n, "sample", "samples")
+    try:
+        return run_sampling(loaded, pep, cfg, progress=lambda stage, done, total:
+                            progress(done, total, {"stage": stage}))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    finally:
+        bar.close()
+
+
+def cmd_sample(args):
+    from .pipeline import write_outputs
+
+    loaded = model_for(args)
+    pep = system_for(loaded, args.sequence, args.termini)
+    result = _sample_with_bar(loaded, pep, _sample_config(args))
+    summary = write_outputs(result, args.out)
+    ess = summary.get("ess")
+    extra = f", ESS {ess:.1f} ({100 * summary['ess_fraction']:.2f}%)" if ess is not None else ""
+    print(f"{args.n} samples of {pep.name}{extra} -> {args.out}")
+
+
+def cmd_evaluate(args):
+    from .pipeline import write_outputs
+    from .report import evaluate, load_reference
+
+    loaded = model_for(args)
+    pep = system_for(loaded, args.sequence, args.termini)
+    try:
+        reference = load_reference(args.reference, args.top)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--reference {args.reference}: {e}") from None
+    result = _sample_with_bar(loaded, pep, _sample_config(args, n=args.n_proposals))
+    write_outputs(result, Path(args.out) / "samples")
+    try:
+        report = evaluate(result, reference, args.out, lag=args.lag, n_eval=args.n_eval,
+                          seed=args.seed)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    m = report["metrics"]
+    print(f"ESS {100 * report['sampling']['ess_fraction']:.2f}%  reweighted: E-W2 "
+          f"{m['reweighted']['e_w2']:.3f} T-W2 {m['reweighted']['t_w2']:.3f} TICA-W2 "
+          f"{m['reweighted']['tica_w2']:.3f} (noise floor {m['noise_floor']['e_w2']:.3f} / "
+          f"{m['noise_floor']['t_w2']:.3f} / {m['noise_floor']['tica_w2']:.3f}) -> {args.out}")
+
+
+# -------------------------------------------------------------------------------------- bench
+
+
+def cmd_bench(args):
+    from .bench import available_benchmarks, run_benchmark
+
+    names = args.names or available_benchmarks()
+    unknown = set(names) - set(available_benchmarks())
+    if unknown:
+        raise UsageError(f"unknown benchmark {sorted(unknown)[0]!r}; available: "
+                         f"{', '.join(available_benchmarks())}")
+    for name in names:
+        t0 = time.perf_counter()
+        run_benchmark(name, args.out)
+        print(f"{name}: {time.perf_counter() - t0:.0f} s -> {Path(args.out) / name}*.json")
