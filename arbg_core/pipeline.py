@@ -7,7 +7,6 @@ The CLI (`arbg sample`, `arbg evaluate`) and the app call `run_sampling` and ren
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,6 +18,7 @@ import numpy as np
 from . import __version__
 from .checkpoint import LoadedModel
 from .energy import EnergyModel
+from .files import write_json
 from .peptide import Peptide
 from .reweight import ReweightedEnsemble, chiral_centers, handedness, reweight
 from .sampling import check_ready, log_prob, model_device, resolve_device, sample
@@ -193,5 +193,5 @@ def write_outputs(result: SampleResult, out_dir: str | Path) -> dict:
                       log_q_used=ens.log_q)
     np.savez(out / "samples.npz", **arrays)
     summary = result.summary()
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(out / "summary.json", summary)
     return summary
