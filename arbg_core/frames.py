@@ -1,0 +1,105 @@
+"""The body frame (DESIGN §17): a conformation without its position and orientation.
+
+Three bonded atoms a, b, c of the first residue define the frame: a at the origin, b on +x,
+c in the xy half-plane with y > 0. In that frame a is (0, 0, 0), b is (r, 0, 0) and c is
+(c_x, c_y, 0) with c_y = rho > 0, so a conformation has 3A - 6 free coordinates: b_x, c_x, c_y,
+then the xyz of every other atom. A model of those (`q_frame`) and a uniform (Haar) rotation R
+give a density of x = R c on the conformations with a at the origin:
+
+    log q(x) = log q_frame(c) - 2 log r - log rho - log(8 pi^2)
+
+(the map (R, c) -> x has Jacobian r^2 rho; the rotations have volume 8 pi^2). Frames with
+r <= 0 or rho <= 0 lie outside the parametrization (density 0).
+
+Frame atoms by rule, for every sequence the builder makes: an amino acid as the first residue
+(either termini, glycine and proline included) gives N, CA, C; an ACE cap gives CH3, C, O.
+All arrays are (B, A, 3) in nm; arithmetic in float64.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+LOG_ROTATION_VOLUME = math.log(8.0 * math.pi ** 2)  # Haar measure of SO(3)
+FRAME_NAMES = {"ACE": ("CH3", "C", "O")}  # any other first residue: N, CA, C
+DEFAULT_FRAME_NAMES = ("N", "CA", "C")
+
+
+def frame_atoms(topology) -> tuple[int, int, int]:
+    """Indices (a, b, c) of the frame atoms of an mdtraj topology (rule in the module doc)."""
+    first = next(iter(topology.residues))
+    names = FRAME_NAMES.get(first.name, DEFAULT_FRAME_NAMES)
+    by_name = {atom.name: atom.index for atom in first.atoms}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise ValueError(f"first residue {first.name} has no atom {', '.join(missing)}: "
+                         "no body frame for this topology")
+    return tuple(by_name[n] for n in names)
+
+
+def token_atoms_and_axes(n_atoms: int, frame: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Which atom and axis each of the 3A - 6 body-frame tokens is: b_x, c_x, c_y, then the
+    other atoms in topology order, x y z each. Returns (atom (T,), axis (T,)) int64."""
+    a, b, c = frame
+    if len({a, b, c}) != 3 or not all(0 <= i < n_atoms for i in frame):
+        raise ValueError(f"frame atoms {frame} must be three distinct atoms of {n_atoms}")
+    rest = np.array([i for i in range(n_atoms) if i not in frame], dtype=np.int64)
+    atom = np.concatenate([[b, c, c], np.repeat(rest, 3)]).astype(np.int64)
+    axis = np.concatenate([[0, 0, 1], np.tile(np.arange(3), len(rest))]).astype(np.int64)
+    return atom, axis
+
+
+def _as64(x) -> torch.Tensor:
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(np.asarray(x, np.float64))
+    return torch.as_tensor(x).detach().to(torch.float64)
+
+
+def canonicalize(xyz, frame: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """xyz (B, A, 3) -> (c (B, A, 3) in the body frame, R (B, 3, 3)) with xyz = c @ R^T + xyz_a.
+
+    R's columns are the frame's axes in lab coordinates: e1 along b - a, e2 in the plane of
+    a, b, c towards c, e3 = e1 x e2 (a proper rotation). Degenerate frames (r or rho zero) give
+    NaN; `log_jacobian` gives them -inf.
+    """
+    x = _as64(xyz)
+    a, b, c = frame
+    x = x - x[:, a:a + 1]  # a at the origin
+    e1 = x[:, b] / x[:, b].norm(dim=-1, keepdim=True)
+    v = x[:, c] - (x[:, c] * e1).sum(-1, keepdim=True) * e1
+    e2 = v / v.norm(dim=-1, keepdim=True)
+    e3 = torch.linalg.cross(e1, e2)
+    R = torch.stack([e1, e2, e3], dim=-1)  # (B, 3, 3), columns e1 e2 e3
+    return x @ R, R
+
+
+def rebuild(c, R) -> torch.Tensor:
+    """Body-frame coordinates c (B, A, 3) and rotations R (B, 3, 3) -> lab xyz (B, A, 3)."""
+    return _as64(c) @ _as64(R).transpose(1, 2)
+
+
+def log_jacobian(c, frame: tuple[int, int, int]) -> torch.Tensor:
+    """log q(x) - log q_frame(c) = -2 log r - log rho - log(8 pi^2), per frame: (B,) float64.
+    -inf where r <= 0 or rho <= 0 (outside the parametrization)."""
+    c = _as64(c)
+    _, b, cc = frame
+    r, rho = c[:, b, 0], c[:, cc, 1]
+    ok = (r > 0) & (rho > 0)
+    out = -2.0 * torch.log(r.clamp_min(1e-300)) - torch.log(rho.clamp_min(1e-300))
+    return torch.where(ok, out - LOG_ROTATION_VOLUME, torch.full_like(out, -math.inf))
+
+
+def random_rotations(n: int, generator: torch.Generator | None = None,
+                     device=None) -> torch.Tensor:
+    """n rotations (n, 3, 3) float64, uniform (Haar) on SO(3): QR of a Gaussian matrix with the
+    signs fixed so the distribution is exactly uniform, then det +1."""
+    g = torch.randn(n, 3, 3, generator=generator, dtype=torch.float64,
+                    device=device if generator is None else generator.device)
+    q, r = torch.linalg.qr(g)
+    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
+    flip = torch.det(q) < 0
+    q[flip, :, 0] = -q[flip, :, 0]  # O(3) -> SO(3): still Haar on SO(3)
+    return q
