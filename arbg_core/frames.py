@@ -23,20 +23,26 @@ import math
 import numpy as np
 import torch
 
+from .peptide import ATOM_NAMES, RESIDUE_TYPES, AtomFeatures
+
 LOG_ROTATION_VOLUME = math.log(8.0 * math.pi ** 2)  # Haar measure of SO(3)
 FRAME_NAMES = {"ACE": ("CH3", "C", "O")}  # any other first residue: N, CA, C
 DEFAULT_FRAME_NAMES = ("N", "CA", "C")
 
 
-def frame_atoms(topology) -> tuple[int, int, int]:
-    """Indices (a, b, c) of the frame atoms of an mdtraj topology (rule in the module doc)."""
-    first = next(iter(topology.residues))
-    names = FRAME_NAMES.get(first.name, DEFAULT_FRAME_NAMES)
-    by_name = {atom.name: atom.index for atom in first.atoms}
+def frame_atoms(features: AtomFeatures) -> tuple[int, int, int]:
+    """Indices (a, b, c) of the frame atoms of a system (rule in the module doc), from the
+    per-atom features the model sees (so a prepared dataset needs no topology)."""
+    first = np.flatnonzero(np.asarray(features.residue_index) == 0)
+    if len(first) == 0:
+        raise ValueError("a system without atoms has no body frame")
+    residue = RESIDUE_TYPES[int(features.residue_type[first[0]])]
+    names = FRAME_NAMES.get(residue, DEFAULT_FRAME_NAMES)
+    by_name = {ATOM_NAMES[int(features.atom_name[i])]: int(i) for i in first}
     missing = [n for n in names if n not in by_name]
     if missing:
-        raise ValueError(f"first residue {first.name} has no atom {', '.join(missing)}: "
-                         "no body frame for this topology")
+        raise ValueError(f"first residue {residue} has no atom {', '.join(missing)}: "
+                         "no body frame for this system")
     return tuple(by_name[n] for n in names)
 
 

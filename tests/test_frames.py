@@ -11,7 +11,7 @@ from arbg_core import frames
 
 def test_canonicalize_then_rebuild_round_trips(ala2):
     rng = np.random.default_rng(0)
-    frame = frames.frame_atoms(ala2.topology)
+    frame = frames.frame_atoms(ala2.features)
     xyz = ala2.xyz[None] + rng.normal(0, 0.02, (16, ala2.n_atoms, 3))
     xyz = xyz + rng.normal(0, 1.0, (16, 1, 3))  # anywhere in space
     c, R = frames.canonicalize(xyz, frame)
@@ -36,7 +36,7 @@ def test_frame_atoms_for_every_kind_of_first_residue():
     for seq, termini, names in (("A", "capped", ("CH3", "C", "O")), ("GA", "zwitterionic", None),
                                 ("PG", "zwitterionic", None), ("G", "capped", ("CH3", "C", "O"))):
         pep = peptide.build(seq, termini, minimize=False)
-        idx = frames.frame_atoms(pep.topology)
+        idx = frames.frame_atoms(pep.features)
         first = next(iter(pep.topology.residues))
         assert [pep.topology.atom(i).residue for i in idx] == [first] * 3
         assert tuple(pep.topology.atom(i).name for i in idx) == (names or ("N", "CA", "C"))
