@@ -3,7 +3,9 @@
 import streamlit as st
 
 from app_lib import catalog as cat
-from app_lib import state
+from app_lib import jobs, state
+from app_lib.home import apply_record
+from app_lib.paths import models_dir
 from app_lib.text import plain
 from arbg_core.peptide import TERMINI, normalize_sequence
 from arbg_core.pipeline import SampleConfig
@@ -16,14 +18,14 @@ st.markdown("A generative model proposes conformations of a peptide; each one is
 
 with st.expander("Reproduce a run from its JSON record"):
     st.file_uploader("Run record (record.json from the Export page)", type=["json"],
-                     key="home_record", on_change=state.apply_record, args=("home_record",))
+                     key="home_record", on_change=apply_record, args=("home_record",))
     msg = st.session_state.pop(state.K_RECORD_MSG, None)
     if msg:
         (st.success if msg[0] == "success" else st.error)(plain(msg[1]))
 
 entries = state.catalog()
 if not entries:
-    st.warning(f"No models found in {plain(state.models_dir())} (set ARBG_MODELS_DIR to use "
+    st.warning(f"No models found in {plain(models_dir())} (set ARBG_MODELS_DIR to use "
                "another folder).")
 systems = [f"{s}:{t}" for s, t in cat.shipped_systems(entries)]
 st.session_state.setdefault(state.K_SOURCE, state.SOURCES[0 if systems else 1])
@@ -67,7 +69,6 @@ entry = models[name]
 for key, default in ((state.tau_key(name), entry.tau), (state.K_N, 2000), (state.K_SEED, 0),
                      (state.K_METHOD, "SNIS")):
     st.session_state.setdefault(key, default)
-smc = state.smc_available()
 with st.form("sample_form"):
     c = st.columns(4)
     n = c[0].number_input("Number of samples", 1, state.MAX_SAMPLES, step=500, key=state.K_N,
@@ -78,23 +79,19 @@ with st.form("sample_form"):
                                  "more broadly, below 1 more narrowly (see How it works)")
     seed = c[2].number_input("Seed", 0, 2**31 - 1, step=1, key=state.K_SEED, persist_state="session",
                              help="same seed, settings and device: the same samples")
-    method = c[3].selectbox("Method", ["SNIS", "SMC"], key=state.K_METHOD, disabled=not smc,
-                            persist_state="session")
-    if not smc:
-        st.caption("SMC (twisted sequential Monte Carlo) is coming; runs use SNIS "
-                   "(self-normalized importance sampling).")
-    go = st.form_submit_button("Sample", type="primary", key=state.K_SUBMIT, disabled=state.busy())
+    method = c[3].selectbox("Method", ["SNIS", "SMC"], key=state.K_METHOD, persist_state="session")
+    go = st.form_submit_button("Sample", type="primary", key=state.K_SUBMIT, disabled=jobs.busy())
 
 if go:
     # Batches of 256 keep the KV cache in the CPU's caches (~1.6x the samples/s of 1024 here).
     cfg = SampleConfig(n=int(n), tau=float(tau), seed=int(seed), device=state.device(),
-                       batch_size=256, method=method.lower() if smc else "snis")
+                       batch_size=256, method=method.lower())
     settings = {"sequence": sequence, "termini": termini, "model": name, "n": cfg.n,
                 "tau": cfg.tau, "seed": cfg.seed, "method": cfg.method}
-    state.start_sampling(entry, sequence, termini, cfg, settings)
-state.follow_job()
+    jobs.start_sampling(entry, sequence, termini, cfg, settings)
+jobs.follow_job()
 
-run = state.current_run()
+run = jobs.current_run()
 if run is not None:
     ens, r = run.ensemble, run.result
     st.subheader(plain(f"Last run: {r.peptide.name}, model {run.model_name}, {ens.n:,} samples, "

@@ -18,16 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from arbg_core import __version__
+from arbg_core.files import json_text, jsonable
 from arbg_core.peptide import TERMINI, normalize_sequence
+
+from .run import STATUS_NAMES, trajectory
 
 RECORD_KIND = "arbg run record"
 RECORD_VERSION = 1
-
-
-def _traj(topology, xyz):
-    import mdtraj as md
-
-    return md.Trajectory(np.nan_to_num(np.asarray(xyz, np.float32)), topology)
 
 
 def _saved(traj, name: str) -> bytes:
@@ -38,8 +35,9 @@ def _saved(traj, name: str) -> bytes:
 
 
 def pdb_bytes(topology, xyz: np.ndarray) -> bytes:
-    """Multi-model PDB (one MODEL per frame) of (n, A, 3) nm frames."""
-    return _saved(_traj(topology, xyz), "samples.pdb")
+    """Multi-model PDB (one MODEL per frame) of (n, A, 3) nm frames, as mdtraj writes it (the
+    viewer's PDB text, viewer.pdb_text, is a different, filtered one: see there)."""
+    return _saved(trajectory(topology, xyz), "samples.pdb")
 
 
 def samples_table(run) -> "pd.DataFrame":  # noqa: F821
@@ -51,7 +49,7 @@ def samples_table(run) -> "pd.DataFrame":  # noqa: F821
     residues = [str(r) for r in run.topology.residues]
     table = {"sample": np.arange(ens.n), "weight": ens.weights, "log_w": ens.log_w,
              "log_q": ens.log_q, "u_kT": ens.u,
-             "status": [("kept", "mirrored", "dropped")[int(s)] for s in ens.status]}
+             "status": [STATUS_NAMES[int(s)] for s in ens.status]}
     for j, (a, b) in enumerate(pairs):
         table[f"phi_{residues[a]}_deg"] = np.degrees(phi[:, j])
         table[f"psi_{residues[b]}_deg"] = np.degrees(psi[:, j])
@@ -74,14 +72,13 @@ def run_record(run) -> dict:
               "summary": summary, "prep_timings_s": run.prep_timings,
               "reproduce_cli": cli_command(run)}
     if run.comparison is not None:
-        record["comparison"] = {"reference": run.comparison["source"],
-                                "metrics": run.comparison["report"]["metrics"],
-                                "phi_positive_basin": run.comparison["report"]["phi_positive_basin"]}
-    return _plain(record)
+        record["comparison"] = {"reference": run.comparison.source, "metrics": run.comparison.metrics,
+                                "phi_positive_basin": run.comparison.evaluation.report["phi_positive_basin"]}
+    return jsonable(record)
 
 
 def record_bytes(run) -> bytes:
-    return json.dumps(run_record(run), indent=2).encode()
+    return json_text(run_record(run)).encode()
 
 
 def cli_command(run) -> str:
@@ -121,7 +118,7 @@ def settings_from_record(data: bytes) -> dict:
 def dcd_zip_bytes(run) -> bytes:
     """topology.pdb + samples.dcd (all samples, after the chirality fix, Å as DCD requires) +
     samples.csv (weights line up with the DCD frames) + record.json + README.txt."""
-    traj = _traj(run.topology, run.xyz)
+    traj = trajectory(run.topology, run.xyz)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("topology.pdb", _saved(traj[0], "topology.pdb"))
@@ -140,17 +137,3 @@ record.json   settings, versions, counts and ESS of the run
 Weighted averages: sum_i weight_i * f(frame_i). Dropped samples have weight 0.
 """
 
-
-def _plain(o):
-    """numpy scalars/arrays and non-finite floats -> JSON-safe values."""
-    if isinstance(o, dict):
-        return {str(k): _plain(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_plain(v) for v in o]
-    if isinstance(o, np.ndarray):
-        return _plain(o.tolist())
-    if isinstance(o, np.generic):
-        o = o.item()
-    if isinstance(o, float) and not np.isfinite(o):
-        return None
-    return o

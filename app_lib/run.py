@@ -1,25 +1,27 @@
-"""A finished run as the pages see it (`AppRun`) and the background sampling job (`Job`).
-
-Sampling runs in a thread owned by one browser session, so a page switch or a widget change
-(both rerun the script) never kills it; the script only polls `Job.snapshot()`. The job never
-touches streamlit: the pipeline's progress callback writes into a plain dict under a lock.
-"""
+"""A finished run as the pages see it (`AppRun`); the job that produces it is in jobs.py."""
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from arbg_core.pipeline import SampleConfig, SampleResult, run_sampling
+if TYPE_CHECKING:
+    from arbg_core.pipeline import SampleResult
+
+    from .compare import Comparison
 
 STATUS_NAMES = {0: "kept", 1: "mirrored", 2: "dropped"}
-STAGE_TEXT = {"sample": "Drawing samples from the model", "mirror": "Scoring mirror images (exact density)",
-              "energy": "Force-field energies (OpenMM)", "reweight": "Reweighting",
-              "smc": "Twisted SMC, residue by residue (model + partial energies)"}
+
+
+def trajectory(topology, xyz: np.ndarray):
+    """(n, A, 3) nm frames -> mdtraj Trajectory, non-finite coordinates set to 0 (a dropped or
+    exploded sample must not break a view, an export or the angles of the others)."""
+    import mdtraj as md
+
+    return md.Trajectory(np.nan_to_num(np.asarray(xyz, np.float32)), topology)
 
 
 @dataclass
@@ -31,7 +33,7 @@ class AppRun:
     settings: dict  # what the widgets said: sequence, termini, model, n, tau, seed, method
     prep_timings: dict  # seconds spent before sampling (peptide build, model load)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
-    comparison: dict | None = None  # set by the Compare page
+    comparison: Comparison | None = None  # set by the Compare page
     _memo: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -54,13 +56,23 @@ class AppRun:
     def angles(self) -> tuple[np.ndarray, np.ndarray, list[int]]:
         """(phi (n, R), psi (n, R) radians, residue indices) of every sample."""
         if "angles" not in self._memo:
-            import mdtraj as md
-
             from arbg_core.metrics import ramachandran_angles
 
-            traj = md.Trajectory(np.nan_to_num(self.xyz).astype(np.float32), self.topology)
-            self._memo["angles"] = ramachandran_angles(traj)
+            self._memo["angles"] = ramachandran_angles(trajectory(self.topology, self.xyz))
         return self._memo["angles"]
+
+    def angle_ensembles(self) -> dict:
+        """What the Ramachandran plots take: label -> ((phi, psi), weights or None), for the
+        samples as the model drew them (proposal) and with their Boltzmann weights (reweighted)."""
+        phi, psi, _ = self.angles()
+        return {"proposal": ((phi, psi), None), "reweighted": ((phi, psi), self.weights)}
+
+    def energy_ensembles(self) -> dict:
+        """What the energy plots take: label -> (u (kT), weights or None) of the samples with a
+        finite energy, proposal and reweighted."""
+        u, w = self.ensemble.u, self.weights
+        live = np.isfinite(u)
+        return {"proposal": (u[live], None), "reweighted": (u[live], w[live])}
 
     def residue_labels(self) -> list[str]:
         from arbg_core.metrics import ramachandran_labels
@@ -109,62 +121,3 @@ class AppRun:
         times = {**self.prep_timings, **{stages.get(k, k): v for k, v in r.timings.items()}}
         rows += [(f"time: {k}", f"{v:.2f} s", "wall clock") for k, v in times.items()]
         return [{"quantity": q, "value": str(v), "meaning": m} for q, v, m in rows]
-
-
-class Job:
-    """`run_sampling` in a daemon thread; `snapshot()` is safe to call from the script thread."""
-
-    def __init__(self, loaded, pep, cfg: SampleConfig, label: str):
-        self.label = label
-        self.cfg = cfg
-        self.meta: dict = {}  # model_name, settings, prep_timings: what AppRun needs besides the result
-        self.result: SampleResult | None = None
-        self.error: BaseException | None = None
-        self.started = time.monotonic()
-        self._lock = threading.Lock()
-        self._progress = {"stage": "sample", "done": 0, "total": cfg.n, "since": self.started}
-        self._thread = threading.Thread(target=self._work, args=(loaded, pep), daemon=True,
-                                        name=f"arbg-sample-{label}")
-
-    def start(self) -> "Job":
-        self._thread.start()
-        return self
-
-    def _report(self, stage: str, done: int, total: int) -> None:
-        with self._lock:
-            p = self._progress
-            if self.cfg.method == "smc" and stage in ("sample", "energy"):
-                stage = "smc"  # blocks alternate generation and partial energies: one stage
-            elif stage == "sample" and done >= total:
-                stage, done, total = "mirror", 0, 1  # next comes the teacher-forced mirror pass
-            if stage != p["stage"]:
-                p.update(stage=stage, since=time.monotonic())
-            p.update(done=done, total=total)
-
-    def _work(self, loaded, pep) -> None:
-        try:
-            self.result = run_sampling(loaded, pep, self.cfg, progress=self._report)
-        except BaseException as e:  # noqa: BLE001  (shown to the user, never re-raised in a thread)
-            self.error = e
-
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
-
-    def wait(self, seconds: float) -> None:
-        self._thread.join(seconds)
-
-    def snapshot(self) -> dict:
-        """stage, done, total, fraction, eta_s (None until measurable), elapsed_s, text."""
-        with self._lock:
-            p = dict(self._progress)
-        now = time.monotonic()
-        frac = p["done"] / p["total"] if p["total"] else 0.0
-        stage_s = now - p["since"]
-        eta = stage_s * (1 - frac) / frac if 0 < frac < 1 else None
-        text = f"{STAGE_TEXT.get(p['stage'], p['stage'])}"
-        if p["stage"] in ("sample", "energy", "smc"):
-            text += f": {p['done']:,} / {p['total']:,}"
-        text += f" — ETA {eta:.0f} s" if eta is not None else ""
-        return {**p, "fraction": min(max(frac, 0.0), 1.0), "eta_s": eta,
-                "elapsed_s": now - self.started, "text": text}

@@ -118,6 +118,6 @@ def as_reference(traj, topology):
     return md.Trajectory(traj.xyz.astype(np.float32), topology)
 
 
-def load_reference(files: list[tuple[str, bytes]], topology, max_mb: float = MAX_UPLOAD_MB):
+def reference_from_upload(files: list[tuple[str, bytes]], topology, max_mb: float = MAX_UPLOAD_MB):
     """read_trajectory + as_reference: the one call the Compare page makes."""
     return as_reference(read_trajectory(files, max_mb), topology)

@@ -30,9 +30,9 @@ def _token(name: str, fallback: str) -> str:
 
 def superpose(topology, xyz: np.ndarray) -> np.ndarray:
     """(n, A, 3) nm superposed on the backbone (or all atoms) of the first frame."""
-    import mdtraj as md
+    from .run import trajectory
 
-    traj = md.Trajectory(np.nan_to_num(np.asarray(xyz, np.float32)), topology)
+    traj = trajectory(topology, xyz)
     atoms = topology.select("backbone")
     traj.superpose(traj, 0, atom_indices=atoms if len(atoms) >= 3 else None)
     return traj.xyz
@@ -40,7 +40,11 @@ def superpose(topology, xyz: np.ndarray) -> np.ndarray:
 
 def pdb_text(topology, xyz: np.ndarray, conect: bool = True) -> str:
     """Multi-model PDB text (Å) of (n, A, 3) nm frames; CONECT from the topology in every model,
-    so the chemical bonds are drawn even for a distorted sample."""
+    so the chemical bonds are drawn even for a distorted sample.
+
+    Not mdtraj's writer (exports.pdb_bytes, for files users keep): 3Dmol guesses the bonds of
+    standard residues from distances unless every bond has a CONECT, and this text goes into a
+    page that runs scripts, so every name is filtered and coordinates are clipped to the columns."""
     xyz = np.asarray(xyz, np.float64).reshape(-1, topology.n_atoms, 3) * 10.0
     xyz = np.clip(np.nan_to_num(xyz), -999.0, 9999.0)  # keep the fixed-width columns
     atoms = []

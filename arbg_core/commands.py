@@ -354,7 +354,7 @@ def cmd_evaluate(args):
     write_outputs(result, Path(args.out) / "samples")
     try:
         report = evaluate(result, reference, args.out, lag=args.lag, n_eval=args.n_eval,
-                          seed=args.seed)
+                          seed=args.seed).report
     except ValueError as e:
         raise UsageError(str(e)) from None
     m = report["metrics"]

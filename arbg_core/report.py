@@ -7,13 +7,14 @@ the proposal and the reweighted ensemble, each with its MD-vs-MD noise floor.
 
 from __future__ import annotations
 
-import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .energy import EnergyModel
+from .files import write_json
 from .metrics import evaluate_ensemble, ramachandran_angles, ramachandran_labels
 
 
@@ -90,9 +91,21 @@ def temperature_weights(u: np.ndarray, t_run_k: float, t_target_k: float) -> np.
     return w / w.sum()
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """What `evaluate` measured: the report (report.json) and the reference arrays behind it, so
+    a caller that plots the reference next to the samples need not recompute them."""
+
+    report: dict  # metrics, phi_positive_basin, sampling, reference, tica_lag_frames, timings_s
+    u_ref: np.ndarray  # (n_frames,) reduced energy U/kT of every reference frame
+    phi_ref: np.ndarray  # (n_frames, R) radians, the `ramachandran_angles` pairs
+    psi_ref: np.ndarray  # (n_frames, R) radians
+
+
 def evaluate(result, reference, out_dir: str | Path | None = None, lag: int = 10,
-             n_eval: int = 10_000, seed: int = 0, energy_model: EnergyModel | None = None) -> dict:
-    """Metrics of a `pipeline.SampleResult` (reweighted) against a reference Trajectory."""
+             n_eval: int = 10_000, seed: int = 0, energy_model: EnergyModel | None = None) -> Evaluation:
+    """Metrics of a `pipeline.SampleResult` (reweighted) against a reference Trajectory; with
+    `out_dir`, also report.json and the figures there."""
     pep, ens = result.peptide, result.ensemble
     if ens is None:
         raise ValueError("evaluation needs a reweighted ensemble (run without --no-reweight)")
@@ -112,9 +125,10 @@ def evaluate(result, reference, out_dir: str | Path | None = None, lag: int = 10
                             # entries into the alphaL basin: how often the reference crossed
                             "alpha_l_entries": alpha_l_entries(phi_ref[:, 0])},
               "tica_lag_frames": lag, "timings_s": {"evaluate": time.perf_counter() - t0}}
+    evaluation = Evaluation(report, u_ref, phi_ref, psi_ref)
     if out_dir is not None:
-        write_report(report, out_dir, pep, ens, u_ref, (phi_ref, psi_ref), (phi_ens, psi_ens), pairs)
-    return report
+        write_report(evaluation, out_dir, pep, ens, (phi_ens, psi_ens), pairs)
+    return evaluation
 
 
 def _traj(xyz, topology):
@@ -123,27 +137,20 @@ def _traj(xyz, topology):
     return md.Trajectory(np.asarray(xyz, np.float32), topology)
 
 
-def write_report(report, out_dir, pep, ens, u_ref, ref_angles, ens_angles, pairs):
+def write_report(evaluation: Evaluation, out_dir, pep, ens, ens_angles, pairs) -> None:
+    """report.json, the Ramachandran and energy figures (HTML and PNG) of one evaluation."""
     from . import plots
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=_json_default))
+    write_json(out / "report.json", evaluation.report)
     labels = ramachandran_labels(pep.topology, pairs)
     live = np.isfinite(ens.u)
     rama = {"proposal": (ens_angles, None), "reweighted": (ens_angles, ens.weights),
-            "reference": (ref_angles, None)}
+            "reference": ((evaluation.phi_ref, evaluation.psi_ref), None)}
     energy = {"proposal": (ens.u[live], None), "reweighted": (ens.u[live], ens.weights[live]),
-              "reference": (u_ref, None)}
+              "reference": (evaluation.u_ref, None)}
     plots.ramachandran_figure(rama, labels).write_html(out / "ramachandran.html", include_plotlyjs=True)
     plots.energy_figure(energy).write_html(out / "energy.html", include_plotlyjs=True)
     plots.save_png_ramachandran(out / "ramachandran.png", rama, labels)
     plots.save_png_energy(out / "energy.png", energy)
-
-
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serializable: {type(o)}")

@@ -19,12 +19,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "app"))
+sys.path.insert(0, str(ROOT))  # app_lib lives beside app.py, outside the package
 
 
 def run(out_dir="results", n=5000) -> dict:
     from playwright.sync_api import sync_playwright
-    from test_browser import CHROMIUM, CHROMIUM_ARGS, Session, start_streamlit, wait_plots
+    from app_lib.serve import CHROMIUM, CHROMIUM_ARGS, Session, start_streamlit, wait_plots
 
     if CHROMIUM is None:
         raise SystemExit("chromium is not installed (apt-get install chromium)")

@@ -2,15 +2,14 @@
 
 import streamlit as st
 
-from app_lib import exports, state, viewer
+from app_lib import exports, viewer
+from app_lib.page import results_page
 
-st.set_page_config(page_title="arbg: conformers", layout="wide")
-run = state.require_run()
-st.title("Conformers")
-st.markdown("Samples are superposed on the backbone of the first one shown. **Highest weight** "
-            "lists the samples the reweighting trusts most. A **resampled ensemble** draws samples "
-            "in proportion to their weights, so it behaves like a plain Boltzmann ensemble (the "
-            "same sample can repeat when the effective sample size is small).")
+run = results_page("arbg: conformers", "Conformers",
+                   "Samples are superposed on the backbone of the first one shown. **Highest weight** "
+                   "lists the samples the reweighting trusts most. A **resampled ensemble** draws "
+                   "samples in proportion to their weights, so it behaves like a plain Boltzmann "
+                   "ensemble (the same sample can repeat when the effective sample size is small).")
 
 c = st.columns(4)
 which = c[0].radio("Conformers", ["Highest weight", "Resampled ensemble"], key="conf_which")

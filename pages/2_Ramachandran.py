@@ -3,24 +3,23 @@
 import pandas as pd
 import streamlit as st
 
-from app_lib import state
+from app_lib.compare import reference_for_plots
+from app_lib.page import results_page
 from arbg_core import plots
 from arbg_core.report import phi_basin_population
 
-st.set_page_config(page_title="arbg: Ramachandran", layout="wide")
-run = state.require_run()
-st.title("Ramachandran maps")
-st.markdown("Backbone dihedral angles φ and ψ of every residue that has both. Colour is the free "
-            f"energy -ln p in kT (0 = most populated, capped at {plots.FE_MAX_KT:g}; blank = never "
-            "visited), the same scale in every panel. **Proposal**: the samples as the model drew "
-            "them. **Reweighted**: the same samples with their Boltzmann weights, i.e. the force "
-            "field's equilibrium. **Reference**: molecular dynamics, when available.")
+run = results_page("arbg: Ramachandran", "Ramachandran maps",
+                   "Backbone dihedral angles φ and ψ of every residue that has both. Colour is the "
+                   f"free energy -ln p in kT (0 = most populated, capped at {plots.FE_MAX_KT:g}; "
+                   "blank = never visited), the same scale in every panel. **Proposal**: the samples "
+                   "as the model drew them. **Reweighted**: the same samples with their Boltzmann "
+                   "weights, i.e. the force field's equilibrium. **Reference**: molecular dynamics, "
+                   "when available.")
 
-phi, psi, _ = run.angles()
-ensembles = {"proposal": ((phi, psi), None), "reweighted": ((phi, psi), run.weights)}
-ref = state.reference_for_plots(run)
+ensembles = run.angle_ensembles()
+ref = reference_for_plots(run)
 if ref is not None:
-    ensembles[ref["label"]] = (ref["angles"], None)
+    ensembles[ref.label] = (ref.angles, None)
 else:
     st.caption("No reference MD for this model: upload your own on the Compare with MD page.")
 bins = st.slider("Bins per axis", 24, 90, 60, 6, key="rama_bins")

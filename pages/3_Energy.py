@@ -3,22 +3,21 @@
 import numpy as np
 import streamlit as st
 
-from app_lib import state
+from app_lib.compare import reference_for_plots
+from app_lib.page import results_page
 from arbg_core import plots
 
-st.set_page_config(page_title="arbg: energy", layout="wide")
-run = state.require_run()
+run = results_page("arbg: energy", "Energies and weights",
+                   "Reduced energy u = E / kT of each sample under the force field (kT ≈ 0.6 "
+                   "kcal/mol at 300 K). The **reweighted** histogram should match the **reference** "
+                   "MD: the weights undo the model's bias.")
 ens = run.ensemble
-st.title("Energies and weights")
-st.markdown("Reduced energy u = E / kT of each sample under the force field (kT ≈ 0.6 kcal/mol "
-            "at 300 K). The **reweighted** histogram should match the **reference** MD: the "
-            "weights undo the model's bias.")
 
 live = np.isfinite(ens.u)
-ensembles = {"proposal": (ens.u[live], None), "reweighted": (ens.u[live], ens.weights[live])}
-ref = state.reference_for_plots(run, energies=True)
-if ref is not None and ref["u"] is not None:
-    ensembles[ref["label"]] = (ref["u"], None)
+ensembles = run.energy_ensembles()
+ref = reference_for_plots(run, energies=True)
+if ref is not None and ref.u is not None:
+    ensembles[ref.label] = (ref.u, None)
 if live.any():
     st.plotly_chart(plots.energy_figure(ensembles))
 else:

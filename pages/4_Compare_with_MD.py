@@ -1,22 +1,23 @@
 """Compare with MD: E-W2, T-W2, TICA-W2 against reference MD (shipped or uploaded), with noise floors."""
 
-import numpy as np
 import streamlit as st
 
 from app_lib import figures, state, upload
+from app_lib.compare import compare
+from app_lib.page import results_page
+from app_lib.paths import reference_path
 from app_lib.text import plain
 from arbg_core import plots
 
-st.set_page_config(page_title="arbg: compare with MD", layout="wide")
-run = state.require_run()
-st.title("Compare with MD")
-st.markdown("Three distances between this run and reference molecular dynamics (smaller is closer): "
-            "**E-W2** between the energy distributions (kT), **T-W2** between the backbone angle "
-            "distributions on the torus (radians), **TICA-W2** on the two slowest collective "
-            "motions of the reference. The **noise floor** is the same distance between the two "
-            "halves of the reference itself: a model at the floor is as close as MD is to MD.")
+run = results_page("arbg: compare with MD", "Compare with MD",
+                   "Three distances between this run and reference molecular dynamics (smaller is "
+                   "closer): **E-W2** between the energy distributions (kT), **T-W2** between the "
+                   "backbone angle distributions on the torus (radians), **TICA-W2** on the two "
+                   "slowest collective motions of the reference. The **noise floor** is the same "
+                   "distance between the two halves of the reference itself: a model at the floor "
+                   "is as close as MD is to MD.")
 
-options = ["Shipped reference MD"] if state.reference_path(run.model_name, run.result.peptide.name) else []
+options = ["Shipped reference MD"] if reference_path(run.model_name, run.result.peptide.name) else []
 options.append("Upload my trajectory")
 source = st.radio("Reference", options, key="cmp_source", horizontal=True)
 if source == "Upload my trajectory":
@@ -57,7 +58,7 @@ with st.form("cmp_form"):
 if go:
     with st.status("Reference energies and the three distances...", expanded=False) as box:
         try:
-            state.compare(run, reference, label, int(lag), int(n_eval))
+            compare(run, reference, label, int(lag), int(n_eval))
             box.update(label="Comparison done", state="complete")
         except (ValueError, RuntimeError) as e:
             box.update(label="Comparison failed", state="error")
@@ -66,17 +67,13 @@ if go:
 comp = run.comparison
 if comp is None:
     st.stop()
-m = comp["report"]["metrics"]
-st.subheader(f"Against {comp['source']} ({comp['n_frames']} frames)")
+m = comp.metrics
+st.subheader(f"Against {comp.source} ({comp.n_frames} frames)")
 st.table(figures.metrics_table(m).style.format("{:.4g}"))
 st.caption(f"At most {m['n_points']} points per side ({m['n_reference_frames']} reference frames, "
            f"{m['n_model_samples']} samples; the reweighted set is resampled by weight), TICA lag "
            f"{m['tica_lag_frames']} frames, seed {m['seed']}.")
-phi, psi, _ = run.angles()
-rama = {"proposal": ((phi, psi), None), "reweighted": ((phi, psi), run.weights),
-        f"reference ({comp['source']})": (comp["angles"], None)}
-st.plotly_chart(plots.ramachandran_figure(rama, run.residue_labels()))
-live = np.isfinite(run.ensemble.u)
-st.plotly_chart(plots.energy_figure({"proposal": (run.ensemble.u[live], None),
-                                     "reweighted": (run.ensemble.u[live], run.weights[live]),
-                                     f"reference ({comp['source']})": (comp["u_ref"], None)}))
+ref = comp.overlay()
+st.plotly_chart(plots.ramachandran_figure({**run.angle_ensembles(), ref.label: (ref.angles, None)},
+                                          run.residue_labels()))
+st.plotly_chart(plots.energy_figure({**run.energy_ensembles(), ref.label: (ref.u, None)}))

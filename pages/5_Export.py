@@ -2,11 +2,10 @@
 
 import streamlit as st
 
-from app_lib import exports, state
+from app_lib import exports
+from app_lib.page import results_page
 
-st.set_page_config(page_title="arbg: export", layout="wide")
-run = state.require_run()
-st.title("Export")
+run = results_page("arbg: export", "Export")
 stem = f"{run.result.peptide.name}_{run.model_name}_seed{run.result.config.seed}"
 
 st.subheader("Structures")

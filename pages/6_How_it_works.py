@@ -3,12 +3,13 @@
 import numpy as np
 import streamlit as st
 
-from app_lib import figures, state
+from app_lib import figures
+from app_lib.jobs import current_run
 from arbg_core import plots
 
 st.set_page_config(page_title="arbg: how it works", layout="wide")
 st.title("How it works")
-run = state.current_run()
+run = current_run()
 if run is None:
     st.info("Sample a system on the Home page to see the figures of your own run next to the text.")
 ens = run.ensemble if run is not None else None
@@ -37,10 +38,8 @@ if ens is not None:
     b.plotly_chart(figures.angle_overlay({"proposal (model)": (phi[:, 0], None),
                                           "reweighted (Boltzmann)": (phi[:, 0], ens.weights)}))
     b.caption("The same samples counted plainly (proposal) and with their weights (reweighted).")
-    live = np.isfinite(ens.u)
-    if live.any():
-        st.plotly_chart(plots.energy_figure({"proposal": (ens.u[live], None),
-                                             "reweighted": (ens.u[live], ens.weights[live])}))
+    if np.isfinite(ens.u).any():
+        st.plotly_chart(plots.energy_figure(run.energy_ensembles()))
 
 st.header("4. Effective sample size (ESS)")
 st.markdown("If a few samples carry nearly all the weight, the average rests on those few. The "

@@ -101,7 +101,7 @@ def main(argv=None):
     sample_s = time.perf_counter() - t0
     out_eval = ROOT / "results" / f"ship_{a.name}"
     report = evaluate(result, test, out_eval, lag=a.lag, n_eval=a.n_eval, seed=a.seed,
-                      energy_model=em)
+                      energy_model=em).report
     log(f"test: {json.dumps(report['metrics'])}")
 
     dest = checkpoint.copy_weights(a.checkpoint, ROOT / "assets" / "models" / a.name)

@@ -170,7 +170,7 @@ def main(argv=None):
         result = run_sampling(loaded, pep, SampleConfig(n=a.n_proposals, tau=best_tau, seed=a.seed,
                                                         batch_size=a.batch_size), energy_model=em)
         report = evaluate(result, ref, out_eval / seq, lag=a.lag, n_eval=a.n_eval, seed=a.seed,
-                          energy_model=em)
+                          energy_model=em).report
         m, s = report["metrics"], report["sampling"]
         return {"sequence": seq, **{f"{ens}_{k}": m[ens][k] for ens in ("proposal", "reweighted")
                                     for k in METRICS},

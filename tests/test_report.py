@@ -1,9 +1,11 @@
-"""Basin populations with errors, and temperature reweighting of MD frames."""
+"""Basin populations with errors, temperature reweighting of MD frames, and `evaluate`'s result."""
+
+import json
 
 import numpy as np
 import pytest
 
-from arbg_core.report import alpha_l, phi_basin_population, temperature_weights
+from arbg_core.report import alpha_l, evaluate, phi_basin_population, temperature_weights
 
 
 def test_alpha_l_basin_bounds():
@@ -35,3 +37,36 @@ def test_temperature_weights_move_a_harmonic_oscillator_between_temperatures():
     assert np.sum(w) == pytest.approx(1.0)
     assert np.sum(w * x ** 2) == pytest.approx(1.0, rel=0.02)  # the 300 K variance
     assert np.allclose(temperature_weights(0.5 * x[:10] ** 2, 300, 300), 0.1)
+
+
+def test_evaluate_returns_the_reference_energies_and_angles_it_used(ala2, tmp_path):
+    """u_ref and phi/psi of the reference come back with the report: OpenMM's energies and
+    mdtraj's angles of the very frames, and report.json holds the report as strict JSON."""
+    import mdtraj as md
+    import torch
+
+    from arbg_core import checkpoint
+    from arbg_core.energy import EnergyModel
+    from arbg_core.metrics import ramachandran_angles
+    from arbg_core.model import ArBG, ModelConfig
+    from arbg_core.pipeline import SampleConfig, run_sampling
+    from arbg_core.tokenizer import TokenizerConfig
+
+    torch.manual_seed(0)
+    checkpoint.save(tmp_path / "tiny", ArBG(ModelConfig.preset("tiny")), TokenizerConfig(n_bins=64, std=0.2),
+                    system={"sequence": "A", "termini": "capped", "preset": "amber99sbildn-obc"},
+                    card={"tau": 1.0})
+    result = run_sampling(checkpoint.load(tmp_path / "tiny"), ala2, SampleConfig(n=32, batch_size=32))
+    rng = np.random.default_rng(0)
+    xyz = (ala2.xyz[None] + 0.004 * rng.standard_normal((60, ala2.n_atoms, 3))).astype(np.float32)
+    reference = md.Trajectory(xyz, ala2.topology)
+
+    ev = evaluate(result, reference, tmp_path / "eval", lag=2, n_eval=30)
+    np.testing.assert_allclose(ev.u_ref, EnergyModel(ala2.topology, result.preset).reduced_energy(xyz),
+                               rtol=1e-6)
+    phi, psi, _ = ramachandran_angles(reference)
+    np.testing.assert_array_equal(ev.phi_ref, phi)
+    np.testing.assert_array_equal(ev.psi_ref, psi)
+    assert ev.report["reference"]["n_frames"] == 60 and ev.report["metrics"]["tica_lag_frames"] == 2
+    written = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert written["metrics"]["reweighted"] == pytest.approx(ev.report["metrics"]["reweighted"])

@@ -37,59 +37,63 @@ def cut(data: bytes) -> bytes:
 
 @pytest.mark.parametrize("ext", ["dcd", "xtc", "trr", "pdb"])
 def test_reads_every_format(files, ala2, ext):
-    ref = upload.load_reference([("top.pdb", files["top"]), (f"my.{ext.upper()}", files[ext])],
+    ref = upload.reference_from_upload([("top.pdb", files["top"]), (f"my.{ext.upper()}", files[ext])],
                                 ala2.topology)
     assert ref.n_frames == 20 and ref.topology is ala2.topology  # our topology, their coordinates
 
 
 def test_single_multimodel_pdb(files, ala2):
-    assert upload.load_reference([("md.pdb", files["pdb"])], ala2.topology).n_frames == 20
+    assert upload.reference_from_upload([("md.pdb", files["pdb"])], ala2.topology).n_frames == 20
 
 
 @pytest.mark.parametrize("ext", ["dcd", "xtc", "trr"])
 def test_truncated_trajectory(files, ala2, ext):
     with pytest.raises(upload.UploadError, match="truncated"):
-        upload.load_reference([("top.pdb", files["top"]), (f"t.{ext}", cut(files[ext]))], ala2.topology)
+        upload.reference_from_upload([("top.pdb", files["top"]), (f"t.{ext}", cut(files[ext]))], ala2.topology)
 
 
 def test_truncated_multimodel_pdb(files, ala2):
     with pytest.raises(upload.UploadError, match="truncated or inconsistent"):
-        upload.load_reference([("t.pdb", cut(files["pdb"]))], ala2.topology)
+        upload.reference_from_upload([("t.pdb", cut(files["pdb"]))], ala2.topology)
 
 
 def test_unknown_format(files, ala2):
     with pytest.raises(upload.UploadError, match="unknown trajectory format .gro"):
-        upload.load_reference([("top.pdb", files["top"]), ("t.gro", b"x")], ala2.topology)
+        upload.reference_from_upload([("top.pdb", files["top"]), ("t.gro", b"x")], ala2.topology)
     with pytest.raises(upload.UploadError, match="unknown single-file format"):
-        upload.load_reference([("t.dcd", files["dcd"])], ala2.topology)
+        upload.reference_from_upload([("t.dcd", files["dcd"])], ala2.topology)
     with pytest.raises(upload.UploadError, match="not a DCD file"):
-        upload.load_reference([("top.pdb", files["top"]), ("t.dcd", b"hello world" * 10)], ala2.topology)
+        upload.reference_from_upload([("top.pdb", files["top"]), ("t.dcd", b"hello world" * 10)], ala2.topology)
 
 
 def test_over_the_size_limit(files, ala2):
-    with pytest.raises(upload.UploadError, match="over the 0 MB limit"):
-        upload.load_reference([("md.pdb", files["pdb"])], ala2.topology, max_mb=0.001)
-    assert upload.MAX_UPLOAD_MB == 200
+    """Refused before anything is read, with a message that names the limit."""
+    big = files["pdb"] + b" " * (upload.MAX_UPLOAD_MB * 2**20)  # just over the app's limit
+    with pytest.raises(upload.UploadError, match=f"over the {upload.MAX_UPLOAD_MB} MB limit: thin"):
+        upload.reference_from_upload([("md.pdb", big)], ala2.topology)
+    with pytest.raises(upload.UploadError, match="the upload is 2 MB, over the 1 MB limit"):
+        upload.reference_from_upload([("top.pdb", files["top"]), ("t.dcd", b" " * 2**21)],
+                                     ala2.topology, max_mb=1)
 
 
 def test_empty_file(ala2):
     with pytest.raises(upload.UploadError, match="empty"):
-        upload.load_reference([("md.pdb", b"")], ala2.topology)
+        upload.reference_from_upload([("md.pdb", b"")], ala2.topology)
 
 
 def test_mismatch_messages(files, ala2):
     text = files["pdb"].decode()
     fewer = "\n".join(l for l in text.splitlines() if not (l.startswith("ATOM") and l[12:16].strip() == "H1"))
     with pytest.raises(upload.UploadError, match="atom count mismatch: the reference has 20 atoms"):
-        upload.load_reference([("md.pdb", fewer.encode())], ala2.topology)
+        upload.reference_from_upload([("md.pdb", fewer.encode())], ala2.topology)
     lines = text.splitlines()
     for i, l in enumerate(lines):  # swap atoms 1 and 2 of every model
         if l.startswith("MODEL"):
             lines[i + 1], lines[i + 2] = lines[i + 2], lines[i + 1]
     with pytest.raises(upload.UploadError, match="atom order mismatch at atom 1"):
-        upload.load_reference([("md.pdb", "\n".join(lines).encode())], ala2.topology)
+        upload.reference_from_upload([("md.pdb", "\n".join(lines).encode())], ala2.topology)
     with pytest.raises(upload.UploadError, match="atom count mismatch"):  # topology vs trajectory
-        upload.load_reference([("top.pdb", fewer.split("ENDMDL")[0].encode()), ("t.dcd", files["dcd"])],
+        upload.reference_from_upload([("top.pdb", fewer.split("ENDMDL")[0].encode()), ("t.dcd", files["dcd"])],
                               ala2.topology)
 
 
@@ -102,16 +106,16 @@ def test_private_temp_folder_is_removed(files, ala2, monkeypatch):
         return made[-1]
 
     monkeypatch.setattr(tempfile, "mkdtemp", spy)
-    upload.load_reference([("top.pdb", files["top"]), ("../../evil name.xtc", files["xtc"])], ala2.topology)
+    upload.reference_from_upload([("top.pdb", files["top"]), ("../../evil name.xtc", files["xtc"])], ala2.topology)
     with pytest.raises(upload.UploadError):
-        upload.load_reference([("top.pdb", files["top"]), ("t.xtc", cut(files["xtc"]))], ala2.topology)
+        upload.reference_from_upload([("top.pdb", files["top"]), ("t.xtc", cut(files["xtc"]))], ala2.topology)
     assert len(made) == 2 and not any(Path(m).exists() for m in made)
 
 
 def test_script_in_remark_and_residue_name_is_inert(files, ala2):
     text = files["pdb"].decode()
     with_remark = f"REMARK   1 {PAYLOAD}\n" + text
-    ref = upload.load_reference([(f"{PAYLOAD}.pdb", with_remark.encode())], ala2.topology)
+    ref = upload.reference_from_upload([(f"{PAYLOAD}.pdb", with_remark.encode())], ala2.topology)
     page = viewer.viewer_html(ref.topology, ref.xyz[:5])
     assert "alert" not in page
     assert len(re.findall("<script", page)) == 2  # py3Dmol's and our player's, nothing else
@@ -119,7 +123,7 @@ def test_script_in_remark_and_residue_name_is_inert(files, ala2):
     renamed = "\n".join(l[:17] + "</s" + l[20:] if l.startswith("ATOM") and l[17:20] == "ALA" else l
                         for l in with_remark.splitlines())
     with pytest.raises(upload.UploadError, match="atom order mismatch") as e:
-        upload.load_reference([("md.pdb", renamed.encode())], ala2.topology)
+        upload.reference_from_upload([("md.pdb", renamed.encode())], ala2.topology)
     assert "</s" not in plain(e.value)
 
 
@@ -186,7 +190,7 @@ def test_job_reports_stages_and_eta(models_dir, ala2):
     from arbg_core import checkpoint
     from arbg_core.pipeline import SampleConfig
 
-    from app_lib.run import Job
+    from app_lib.jobs import Job
 
     loaded = checkpoint.load(models_dir / "tiny")
     job = Job(loaded, ala2, SampleConfig(n=96, batch_size=32, seed=0, energy_chunk=16), "test").start()
@@ -215,14 +219,14 @@ def test_streamlit_config():
 
 
 def test_reference_path_prefers_the_system_of_a_transferable_model(tmp_path, monkeypatch):
-    from app_lib import state
+    from app_lib.paths import reference_path
 
     monkeypatch.setenv("ARBG_REFERENCE_DIR", str(tmp_path))
-    assert state.reference_path("general", "AR-zw") is None
+    assert reference_path("general", "AR-zw") is None
     (tmp_path / "general.npz").write_bytes(b"x")
-    assert state.reference_path("general", "AR-zw") == tmp_path / "general.npz"
+    assert reference_path("general", "AR-zw") == tmp_path / "general.npz"
     (tmp_path / "general").mkdir()
     (tmp_path / "general" / "AR-zw.npz").write_bytes(b"x")
-    assert state.reference_path("general", "AR-zw") == tmp_path / "general" / "AR-zw.npz"
-    assert state.reference_path("general", "GS-zw") == tmp_path / "general.npz"
-    assert state.reference_path("general") == tmp_path / "general.npz"
+    assert reference_path("general", "AR-zw") == tmp_path / "general" / "AR-zw.npz"
+    assert reference_path("general", "GS-zw") == tmp_path / "general.npz"
+    assert reference_path("general") == tmp_path / "general.npz"

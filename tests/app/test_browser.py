@@ -4,65 +4,23 @@ Screenshots of every page land in tests/app/_artifacts/ (not committed).
 """
 
 import io
-import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 import pytest
+
+from app_lib import serve
+from app_lib.serve import CHROMIUM, CHROMIUM_ARGS, start_streamlit, wait_plots
 
 REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = next((p for p in (shutil.which("chromium"), "/usr/bin/chromium", "/usr/lib/chromium/chromium")
-                 if p and Path(p).exists()), None)
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--enable-unsafe-swiftshader", "--use-angle=swiftshader"]
 ARTIFACTS = Path(__file__).resolve().parent / "_artifacts"
 PAYLOAD = "</script><script>alert(1)</script>"
-LOCAL_HOSTS = {"127.0.0.1", "localhost"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_streamlit(env: dict, log, timeout_s: float = 90):
-    """`streamlit run app.py` on a free localhost port -> (process, url) once it is healthy.
-
-    Shared by the browser tests and bench/app.py; `log` is a file open for writing and reading.
-    """
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1",
-         "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with urllib.request.urlopen(url + "_stcore/health", timeout=2) as r:
-                if r.read() == b"ok":
-                    return proc, url
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            log.seek(0)
-            proc.kill()
-            raise RuntimeError(f"streamlit did not start:\n{log.read()[-3000:]}")
-        time.sleep(0.5)
 
 
 def _serve(models_dir: Path, tmp_path_factory):
@@ -76,11 +34,7 @@ def _serve(models_dir: Path, tmp_path_factory):
     except RuntimeError as e:
         pytest.fail(str(e))
     yield url
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    serve.stop(proc)
     log.close()
 
 
@@ -133,40 +87,8 @@ def browser(server):
         b.close()
 
 
-class Session:
-    """One browser context = one Streamlit session; records every request and dialog."""
-
-    def __init__(self, browser, url, ready: bool = True):
-        self.ctx = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
-        self.requests, self.dialogs = [], []
-        self.ctx.on("request", lambda r: self.requests.append(r.url))
-        self.page = self.ctx.new_page()
-        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
-        self.page.set_default_timeout(180_000)
-        self.page.goto(url)
-        if ready:  # False: the default system has no model, so no Sample button yet
-            self.sample_button.wait_for()
-        else:
-            self.page.get_by_role("heading", level=1).first.wait_for()
-
-    @property
-    def sample_button(self):
-        return self.page.get_by_role("button", name="Sample", exact=True)
-
-    def start_sampling(self, n: int, seed: int) -> None:
-        for label, value in (("Number of samples", n), ("Seed", seed)):
-            box = self.page.get_by_role("spinbutton", name=label)
-            box.fill(str(value))
-            box.press("Tab")
-        self.sample_button.click()
-
-    def wait_sampled(self, n: int) -> None:
-        self.page.get_by_text(f"Sampled {n} conformations").wait_for(timeout=300_000)
-        self.page.get_by_role("heading", name="Last run").wait_for()
-
-    def open(self, name: str) -> None:
-        self.page.get_by_role("link", name=name, exact=True).click()
-        self.page.get_by_role("heading", level=1).first.wait_for()
+class Session(serve.Session):
+    """A browser session that can also save screenshots of whole pages."""
 
     def shot(self, name: str) -> None:
         """The whole page: Streamlit scrolls inside its main section, so grow the viewport."""
@@ -178,10 +100,6 @@ class Session:
         self.page.wait_for_timeout(500)
         self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
         self.page.set_viewport_size({"width": 1280, "height": 900})
-
-    def foreign_hosts(self) -> set:
-        hosts = {urlparse(u).hostname for u in self.requests if urlparse(u).scheme in ("http", "https", "ws", "wss")}
-        return hosts - LOCAL_HOSTS
 
 
 def non_white_fraction(png: bytes) -> float:
@@ -243,11 +161,6 @@ def download(page, button) -> Path:
         return Path(info.value.path())
     except PlaywrightTimeout:
         fail_showing_page(page, "no download within 120 s of the click")
-
-
-def wait_plots(page, n: int) -> None:
-    page.wait_for_function(f"document.querySelectorAll('.js-plotly-plot .main-svg').length >= {n}",
-                           timeout=180_000)
 
 
 def test_sample_and_every_page(server, browser, ala2_pdb):

@@ -70,18 +70,10 @@ def test_home_defaults(models_dir):
     assert at.selectbox(key="home_model").value == "tiny"
     assert at.number_input(key="home_n").value == 2000
     assert at.number_input(key="home_tau::tiny").value == pytest.approx(1.0)  # from the card
-    from app_lib import state
-
-    smc = state.smc_available()
-    assert at.selectbox(key="home_method").disabled == (not smc)
-    assert ("coming" in messages(at.caption)) == (not smc)
+    assert not at.selectbox(key="home_method").disabled  # SNIS or SMC
 
 
 def test_smc_run_completes(models_dir):
-    from app_lib import state
-
-    if not state.smc_available():
-        pytest.skip("arbg_core.smc is not importable: SMC is shown disabled ('coming')")
     at = fresh()
     at.selectbox(key="home_method").set_value("SMC")
     sample(at, n=32)
@@ -161,7 +153,7 @@ def test_typed_sequence_with_a_transferable_model(tmp_path, monkeypatch, models_
 
 
 class _FakeJob:
-    """Looks like app_lib.run.Job, 'runs' for three polls, then fails."""
+    """Looks like app_lib.jobs.Job, 'runs' for three polls, then fails."""
 
     label, result, meta = "A-cap with tiny", None, {}
 
@@ -254,8 +246,10 @@ def test_compare_with_shipped_reference(home, run):
     assert list(table.columns) == ["proposal", "reweighted", "noise floor (MD vs MD)"]
     assert list(table.index) == ["E-W2 (kT)", "T-W2 (rad)", "TICA-W2"]
     assert np.all(np.isfinite(table.to_numpy()))
-    assert run.comparison["source"] == "shipped MD"
+    assert run.comparison.source == "shipped MD" and run.comparison.n_frames == 240
     assert len(home.get("plotly_chart")) == 2
+    names = [t.get("name") for t in json.loads(home.get("plotly_chart")[1].proto.spec)["data"]]
+    assert names == ["proposal", "reweighted", "reference (shipped MD)"]
 
 
 def _upload_single(at, name, data):

@@ -1,0 +1,28 @@
+"""Where the app finds its models and reference MD (environment variables, else assets/)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+MODELS_ENV, REFERENCE_ENV = "ARBG_MODELS_DIR", "ARBG_REFERENCE_DIR"
+
+
+def models_dir() -> Path:
+    return Path(os.environ.get(MODELS_ENV) or REPO / "assets" / "models")
+
+
+def reference_dir() -> Path:
+    """ARBG_REFERENCE_DIR, else `reference/` beside the models folder (assets/reference)."""
+    return Path(os.environ.get(REFERENCE_ENV) or models_dir().parent / "reference")
+
+
+def reference_path(model_name: str, system: str | None = None) -> Path | None:
+    """reference/MODEL/SYSTEM.npz (a transferable model's MD of one system, e.g. AR-zw), else
+    reference/MODEL.npz (a single-system model's), else None."""
+    for path in ([reference_dir() / model_name / f"{system}.npz"] if system else []) + [
+            reference_dir() / f"{model_name}.npz"]:
+        if path.is_file():
+            return path
+    return None
