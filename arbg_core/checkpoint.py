@@ -17,7 +17,6 @@ import os
 import shutil
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, Mapping
 
 import torch
@@ -72,7 +71,7 @@ class CheckpointConfig:
     tokenizer: TokenizerConfig
     system: SystemSpec | None = None
     coverage: Coverage | None = None
-    extra: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    extra: Mapping[str, Any] = field(default_factory=dict)  # as stored; not to be mutated
 
     def __post_init__(self):
         if (self.system is None) == (self.coverage is None):
@@ -122,12 +121,12 @@ class CheckpointConfig:
             lengths = extra.get("lengths")
             coverage = Coverage(extra.get("termini"), tuple(lengths) if lengths else None,
                                 extra.get("preset") or DEFAULT_PRESET)
-            return cls(model, tokenizer, None, coverage, MappingProxyType(dict(extra)))
+            return cls(model, tokenizer, None, coverage, dict(extra))
         keys = [f.name for f in fields(SystemSpec)]
         if not isinstance(system, Mapping) or any(k not in system for k in keys):
             raise ValueError(f"{source}: system must be null or have {', '.join(keys)}")
         spec = SystemSpec(*(system[k] for k in keys))
-        return cls(model, tokenizer, spec, None, MappingProxyType(dict(extra)))
+        return cls(model, tokenizer, spec, None, dict(extra))
 
 
 def _typed(cls, given, key: str, source: str):
@@ -150,7 +149,7 @@ class Card:
     val_nll: float | None = None
     wall_time_s: float | None = None
     data: Any = None
-    raw: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    raw: Mapping[str, Any] = field(default_factory=dict)  # card.json as read; not to be mutated
 
     @property
     def default_tau(self) -> float:
@@ -165,7 +164,7 @@ class Card:
         except (TypeError, ValueError):
             tau = None  # a hand-edited card with a bad tau samples at the default
         return cls(raw.get("name"), tau, raw.get("steps"), raw.get("val_nll"),
-                   raw.get("wall_time_s"), raw.get("data"), MappingProxyType(raw))
+                   raw.get("wall_time_s"), raw.get("data"), raw)
 
 
 @dataclass(frozen=True)
