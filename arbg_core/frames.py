@@ -109,3 +109,73 @@ def random_rotations(n: int, generator: torch.Generator | None = None,
     flip = torch.det(q) < 0
     q[flip, :, 0] = -q[flip, :, 0]  # O(3) -> SO(3): still Haar on SO(3)
     return q
+
+
+# ------------------------------------------------------------------- the two frames a model uses
+#
+# A frame maps a conformation xyz (B, A, 3) nm to the values its tokens stand for (B, T) nm and
+# back, with the log-Jacobian of that map: log q(x) = log q_tokens(values) + log_jac. The
+# tokenizer bins the values; the model sees which atom and axis each token is.
+
+
+class CenteredFrame:
+    """The paper's frame: all 3A coordinates, atom-major (token j = axis j % 3 of atom j // 3).
+    Orientation is learned from random rotations in training."""
+
+    name = "centered"
+
+    def tokens(self, features: AtomFeatures) -> tuple[np.ndarray, np.ndarray]:
+        t = np.arange(3 * features.n_atoms, dtype=np.int64)
+        return t // 3, t % 3
+
+    def values(self, xyz, features: AtomFeatures, center: bool = False):
+        """xyz (B, A, 3) -> (values (B, 3A) float64 nm, log_jac (B,) = 0). center: remove each
+        frame's centroid first (data frames, whose position is arbitrary)."""
+        x = _as64(xyz)
+        if center:
+            x = x - x.mean(dim=1, keepdim=True)
+        return x.flatten(1), torch.zeros(x.shape[0], dtype=torch.float64)
+
+    def positions(self, values, features: AtomFeatures, generator=None):
+        """values (B, 3A) -> (xyz (B, A, 3) float64 nm, log_jac (B,) = 0)."""
+        v = _as64(values)
+        return v.view(v.shape[0], -1, 3), torch.zeros(v.shape[0], dtype=torch.float64)
+
+
+class BodyFrame:
+    """DESIGN §17: 3A - 6 coordinates in the frame of three bonded atoms, a uniform rotation on
+    top. Samples have the first frame atom at the origin."""
+
+    name = "body"
+
+    def tokens(self, features: AtomFeatures) -> tuple[np.ndarray, np.ndarray]:
+        return token_atoms_and_axes(features.n_atoms, frame_atoms(features))
+
+    def values(self, xyz, features: AtomFeatures, center: bool = False):
+        """xyz (B, A, 3) anywhere in space -> (values (B, 3A - 6) float64 nm in the body frame,
+        log_jac (B,)). `center` has no effect: the frame removes position and orientation."""
+        frame = frame_atoms(features)
+        c, _ = canonicalize(xyz, frame)
+        atom, axis = token_atoms_and_axes(features.n_atoms, frame)
+        return c[:, atom, axis], log_jacobian(c, frame)
+
+    def positions(self, values, features: AtomFeatures, generator=None):
+        """values (B, 3A - 6) -> (xyz (B, A, 3) float64 nm, rotated uniformly at random with
+        `generator`, first frame atom at the origin; log_jac (B,))."""
+        frame = frame_atoms(features)
+        atom, axis = token_atoms_and_axes(features.n_atoms, frame)
+        v = _as64(values)
+        c = torch.zeros(v.shape[0], features.n_atoms, 3, dtype=torch.float64, device=v.device)
+        c[:, atom, axis] = v
+        R = random_rotations(v.shape[0], generator, device=v.device)
+        return rebuild(c, R), log_jacobian(c, frame)
+
+
+FRAMES = {"centered": CenteredFrame(), "body": BodyFrame()}
+
+
+def get_frame(name: str):
+    """The frame called `name` ("centered" or "body"); ValueError naming the choices otherwise."""
+    if name not in FRAMES:
+        raise ValueError(f"unknown frame {name!r}; choose one of {', '.join(FRAMES)}")
+    return FRAMES[name]

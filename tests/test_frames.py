@@ -93,3 +93,27 @@ def test_degenerate_frames_have_zero_density():
     assert lj[0] == -math.inf and torch.isfinite(lj[1])
     with pytest.raises(ValueError, match="three distinct"):
         frames.token_atoms_and_axes(3, (0, 0, 1))
+
+
+@pytest.mark.parametrize("name", ["centered", "body"])
+def test_frame_values_and_positions_invert_each_other(ala2, name):
+    frame = frames.get_frame(name)
+    atom, axis = frame.tokens(ala2.features)
+    T = 3 * ala2.n_atoms - (6 if name == "body" else 0)
+    assert len(atom) == len(axis) == T
+    assert sorted(set(zip(atom.tolist(), axis.tolist()))) == sorted(zip(atom.tolist(), axis.tolist()))
+    rng = np.random.default_rng(2)
+    xyz = ala2.xyz[None] + rng.normal(0, 0.01, (8, ala2.n_atoms, 3))
+    values, lj = frame.values(xyz, ala2.features)
+    assert values.shape == (8, T) and lj.shape == (8,) and torch.isfinite(lj).all()
+    again, lj2 = frame.positions(values, ala2.features, torch.Generator().manual_seed(0))
+    v2, lj3 = frame.values(again, ala2.features)
+    assert torch.allclose(v2, values, atol=1e-9) and torch.allclose(lj, lj2) and torch.allclose(lj, lj3)
+    # the same conformation: all pairwise distances agree
+    d = lambda x: torch.cdist(torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(x, dtype=torch.float64))  # noqa: E731
+    assert torch.allclose(d(again), d(xyz), atol=1e-9)
+    if name == "body":  # rotations are drawn, and the first frame atom sits at the origin
+        a = frames.frame_atoms(ala2.features)[0]
+        assert torch.allclose(again[:, a], torch.zeros(8, 3, dtype=torch.float64), atol=1e-12)
+    with pytest.raises(ValueError, match="unknown frame"):
+        frames.get_frame("polar")
