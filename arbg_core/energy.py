@@ -145,28 +145,17 @@ def _copy_settings(src, dst, *names: str) -> None:
         getattr(dst, "set" + name)(getattr(src, "get" + name)())
 
 
-def _bonds(force, n_atoms: int):
-    import openmm
+def _bonded(term: str, n_indices: int):
+    """Copier of a bonded force (HarmonicBondForce: "Bond", 2 particles; HarmonicAngleForce:
+    "Angle", 3; PeriodicTorsionForce: "Torsion", 4) through its getNum{term}s / get{term}Parameters
+    / add{term} methods."""
+    def copy(force, n_atoms: int):
+        f = type(force)()
+        _keep_terms(getattr(force, f"getNum{term}s")(), getattr(force, f"get{term}Parameters"),
+                    getattr(f, f"add{term}"), n_indices, n_atoms)
+        return f
 
-    f = openmm.HarmonicBondForce()
-    _keep_terms(force.getNumBonds(), force.getBondParameters, f.addBond, 2, n_atoms)
-    return f
-
-
-def _angles(force, n_atoms: int):
-    import openmm
-
-    f = openmm.HarmonicAngleForce()
-    _keep_terms(force.getNumAngles(), force.getAngleParameters, f.addAngle, 3, n_atoms)
-    return f
-
-
-def _torsions(force, n_atoms: int):
-    import openmm
-
-    f = openmm.PeriodicTorsionForce()
-    _keep_terms(force.getNumTorsions(), force.getTorsionParameters, f.addTorsion, 4, n_atoms)
-    return f
+    return copy
 
 
 def _nonbonded(force, n_atoms: int):
@@ -222,8 +211,8 @@ def _no_energy(force, n_atoms: int):
 # OpenMM force class name -> copier(force, n_atoms) -> the force restricted to atoms
 # [0, n_atoms), or None where it has no energy term to keep.
 _SUBSYSTEM_COPIERS = {
-    "HarmonicBondForce": _bonds, "HarmonicAngleForce": _angles,
-    "PeriodicTorsionForce": _torsions, "NonbondedForce": _nonbonded,
+    "HarmonicBondForce": _bonded("Bond", 2), "HarmonicAngleForce": _bonded("Angle", 3),
+    "PeriodicTorsionForce": _bonded("Torsion", 4), "NonbondedForce": _nonbonded,
     "GBSAOBCForce": _gbsa_obc, "CustomGBForce": _custom_gb, "CMMotionRemover": _no_energy,
 }
 
