@@ -264,8 +264,13 @@ class _Run:
     best_val: float = float("inf")
     history: list = field(default_factory=list)
     elapsed0: float = 0.0  # seconds of the runs this one continues
-    val: float | None = None
-    tokens: int = 0
+    val: float | None = None  # the latest validation NLL
+    tokens: int = 0  # real tokens trained on by this rank
+    # set by start():
+    ddp_model: torch.nn.Module = field(init=False)
+    bf16: bool = field(init=False)
+    gen: torch.Generator = field(init=False)
+    t0: float = field(init=False)  # time.perf_counter() at the first step
 
     def elapsed(self) -> float:
         return self.elapsed0 + time.perf_counter() - self.t0
