@@ -15,13 +15,17 @@ from __future__ import annotations
 import json
 import logging
 import struct
+import tempfile
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
 
+from .files import atomic_path, write_json
 from .peptide import AtomFeatures, atom_features
 
 SPLIT = (0.8, 0.1, 0.1)  # train / val / test fractions of each source, in time order
@@ -70,13 +74,12 @@ class FrameData:
         """Write one .npz; `compress=False` lets `Corpus` memory-map the frames."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        (np.savez_compressed if compress else np.savez)(
-            tmp, xyz_train=self.xyz_train, xyz_val=self.xyz_val, xyz_test=self.xyz_test,
-            element=self.features.element, atom_name=self.features.atom_name,
-            residue_type=self.features.residue_type, residue_index=self.features.residue_index,
-            topology_pdb=np.array(self.topology_pdb), meta=np.array(json.dumps(self.meta)))
-        tmp.replace(path)
+        with atomic_path(path, suffix=".npz") as tmp:  # np.savez would add ".npz" otherwise
+            (np.savez_compressed if compress else np.savez)(
+                tmp, xyz_train=self.xyz_train, xyz_val=self.xyz_val, xyz_test=self.xyz_test,
+                element=self.features.element, atom_name=self.features.atom_name,
+                residue_type=self.features.residue_type, residue_index=self.features.residue_index,
+                topology_pdb=np.array(self.topology_pdb), meta=np.array(json.dumps(self.meta)))
         return path
 
     @classmethod
@@ -112,20 +115,13 @@ def _memmap_member(path: str | Path, key: str) -> np.ndarray | None:
                      order="F" if fortran else "C")
 
 
-class _temp_pdb:
-    def __init__(self, text: str):
-        self.text = text
-
-    def __enter__(self):
-        import tempfile
-
-        self._dir = tempfile.TemporaryDirectory(prefix="arbg-")
-        path = Path(self._dir.name) / "top.pdb"
-        path.write_text(self.text)
-        return str(path)
-
-    def __exit__(self, *exc):
-        self._dir.cleanup()
+@contextmanager
+def _temp_pdb(text: str) -> Iterator[str]:
+    """The path of a temporary PDB file holding `text` (mdtraj reads PDB from files only)."""
+    with tempfile.TemporaryDirectory(prefix="arbg-") as folder:
+        path = Path(folder) / "top.pdb"
+        path.write_text(text)
+        yield str(path)
 
 
 def pdb_text_of(traj) -> str:
@@ -139,7 +135,7 @@ def save_reference(path: str | Path, traj, features: AtomFeatures, max_frames: i
                    meta: dict) -> Path:
     """A shipped reference ensemble: at most `max_frames` frames of `traj`, evenly strided in
     time, as the test split of a FrameData file (what the app compares with by default)."""
-    idx = np.unique(np.linspace(0, traj.n_frames - 1, min(max_frames, traj.n_frames)).round().astype(int))
+    idx = evenly_spaced(traj.n_frames, max_frames)
     empty = np.zeros((0, traj.n_atoms, 3), np.float32)
     meta = {**meta, "frames_kept": int(len(idx)), "frames_of_source": int(traj.n_frames)}
     return FrameData(empty, empty, traj.xyz[idx].astype(np.float32), features, pdb_text_of(traj),
@@ -160,6 +156,12 @@ def load_source(path: str | Path, top: str | None = None, stride: int = 1):
     if not path.exists():
         raise FileNotFoundError(f"no trajectory at {path}")
     return [md.load(str(path), top=top, stride=stride) if top else md.load(str(path), stride=stride)]
+
+
+def evenly_spaced(n_total: int, n_pick: int) -> np.ndarray:
+    """At most `n_pick` distinct indices into `n_total` items, evenly spaced from the first to the
+    last (frames evenly strided in time); (k,) int64, sorted."""
+    return np.unique(np.linspace(0, n_total - 1, min(n_pick, n_total)).round().astype(np.int64))
 
 
 def time_block_split(n_frames: int, fractions=SPLIT) -> tuple[slice, slice, slice]:
@@ -254,12 +256,6 @@ def read_sequence_list(path: str | Path) -> list[tuple[str, str]]:
     return out
 
 
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    tmp.replace(path)
-
-
 def prepare_corpus(md_root: str | Path, out_dir: str | Path, stride: int = 1, fractions=SPLIT,
                    exclude=RESERVED, progress=None) -> "Corpus":
     """An `arbg md --sequences` folder -> a corpus folder (module docstring); returns the Corpus.
@@ -304,7 +300,7 @@ def prepare_corpus(md_root: str | Path, out_dir: str | Path, stride: int = 1, fr
         if progress:
             progress(k + 1, len(manifest["sequences"]))
     # paths as given, never resolved: model cards carry them into the repo
-    _write_json(out / "corpus.json", {
+    write_json(out / "corpus.json", {
         "format": CORPUS_FORMAT, "termini": termini, "preset": protocol["preset"],
         "protocol": protocol, "seeds": manifest.get("seeds"), "source": str(md_root),
         "stride": stride, "fractions": list(fractions),
@@ -387,8 +383,7 @@ class Corpus:
         groups = []
         for s in seqs:
             xyz = self.data(s).xyz_val
-            idx = np.linspace(0, len(xyz) - 1, min(per_seq, len(xyz))).round().astype(int)
-            idx = np.unique(idx)
+            idx = evenly_spaced(len(xyz), per_seq)
             groups.append((self.data(s).features, np.ascontiguousarray(xyz[idx])))
         return groups
 

@@ -1,6 +1,6 @@
 """Force-field presets and reduced energies u = E / kT (all OpenMM units stay in this file).
 
-`EnergyModel(topology, preset).reduced_energy(xyz)` maps `(B, A, 3)` nm -> `(B,)` kT; frames with
+`EnergyModel(mdtraj_topology, preset).reduced_energy(xyz)` maps `(B, A, 3)` nm -> `(B,)` kT; frames with
 non-finite or exploded coordinates get `+inf` (weight 0 downstream), never an exception.
 `partial_energy(xyz, r)` is the energy of the sub-system made of the atoms of residues 1..r only:
 bonded terms whose atoms all lie in the prefix, nonbonded and implicit-solvent terms over the
@@ -55,6 +55,21 @@ def forcefield(preset: Preset):
     import openmm.app as app
 
     return app.ForceField(*preset.files)
+
+
+def residue_blocks(topology) -> tuple[tuple[int, int], ...]:
+    """[start, stop) atom ranges per residue of an mdtraj topology; raises if a residue's atoms
+    are not contiguous. (Defined here, not in peptide, because partial energies are energies of
+    residue prefixes, and peptide builds on this module.)"""
+    blocks = []
+    for res in topology.residues:
+        idx = [a.index for a in res.atoms]
+        if idx != list(range(idx[0], idx[-1] + 1)):
+            raise ValueError(f"atoms of residue {res} are not contiguous")
+        blocks.append((idx[0], idx[-1] + 1))
+    if blocks and (blocks[0][0] != 0 or any(a[1] != b[0] for a, b in zip(blocks, blocks[1:]))):
+        raise ValueError("residues are not in atom order")
+    return tuple(blocks)
 
 
 def _as_openmm_topology(topology):
@@ -115,6 +130,93 @@ def fastest_platform(system, xyz: np.ndarray, candidates=("Reference", "CPU")) -
     return min(times, key=times.get)
 
 
+def _keep_terms(count: int, get, add, n_indices: int, n_atoms: int) -> None:
+    """Re-add every term `get(k)` (k < count) whose first `n_indices` particles are all in
+    [0, n_atoms): `add(*get(k))`."""
+    for k in range(count):
+        term = get(k)
+        if all(i < n_atoms for i in term[:n_indices]):
+            add(*term)
+
+
+def _copy_settings(src, dst, *names: str) -> None:
+    """dst.setNAME(src.getNAME()) for each name, in order."""
+    for name in names:
+        getattr(dst, "set" + name)(getattr(src, "get" + name)())
+
+
+def _bonded(term: str, n_indices: int):
+    """Copier of a bonded force (HarmonicBondForce: "Bond", 2 particles; HarmonicAngleForce:
+    "Angle", 3; PeriodicTorsionForce: "Torsion", 4) through its getNum{term}s / get{term}Parameters
+    / add{term} methods."""
+    def copy(force, n_atoms: int):
+        f = type(force)()
+        _keep_terms(getattr(force, f"getNum{term}s")(), getattr(force, f"get{term}Parameters"),
+                    getattr(f, f"add{term}"), n_indices, n_atoms)
+        return f
+
+    return copy
+
+
+def _nonbonded(force, n_atoms: int):
+    import openmm
+
+    f = openmm.NonbondedForce()
+    _copy_settings(force, f, "NonbondedMethod", "CutoffDistance", "UseDispersionCorrection",
+                   "ReactionFieldDielectric")
+    for i in range(n_atoms):
+        f.addParticle(*force.getParticleParameters(i))
+    _keep_terms(force.getNumExceptions(), force.getExceptionParameters, f.addException, 2, n_atoms)
+    return f
+
+
+def _gbsa_obc(force, n_atoms: int):
+    import openmm
+
+    f = openmm.GBSAOBCForce()
+    _copy_settings(force, f, "NonbondedMethod", "CutoffDistance", "SoluteDielectric",
+                   "SolventDielectric", "SurfaceAreaEnergy")
+    for i in range(n_atoms):
+        f.addParticle(*force.getParticleParameters(i))
+    return f
+
+
+def _custom_gb(force, n_atoms: int):
+    import openmm
+
+    f = openmm.CustomGBForce()
+    _copy_settings(force, f, "NonbondedMethod", "CutoffDistance")
+    for k in range(force.getNumPerParticleParameters()):
+        f.addPerParticleParameter(force.getPerParticleParameterName(k))
+    for k in range(force.getNumGlobalParameters()):
+        f.addGlobalParameter(force.getGlobalParameterName(k),
+                             force.getGlobalParameterDefaultValue(k))
+    for k in range(force.getNumComputedValues()):
+        f.addComputedValue(*force.getComputedValueParameters(k))
+    for k in range(force.getNumEnergyTerms()):
+        f.addEnergyTerm(*force.getEnergyTermParameters(k))
+    for k in range(force.getNumTabulatedFunctions()):
+        f.addTabulatedFunction(force.getTabulatedFunctionName(k),
+                               openmm.XmlSerializer.clone(force.getTabulatedFunction(k)))
+    for i in range(n_atoms):
+        f.addParticle(force.getParticleParameters(i))  # one tuple: CustomGB's own signature
+    _keep_terms(force.getNumExclusions(), force.getExclusionParticles, f.addExclusion, 2, n_atoms)
+    return f
+
+
+def _no_energy(force, n_atoms: int):
+    return None  # CMMotionRemover: it changes velocities, never the energy
+
+
+# OpenMM force class name -> copier(force, n_atoms) -> the force restricted to atoms
+# [0, n_atoms), or None where it has no energy term to keep.
+_SUBSYSTEM_COPIERS = {
+    "HarmonicBondForce": _bonded("Bond", 2), "HarmonicAngleForce": _bonded("Angle", 3),
+    "PeriodicTorsionForce": _bonded("Torsion", 4), "NonbondedForce": _nonbonded,
+    "GBSAOBCForce": _gbsa_obc, "CustomGBForce": _custom_gb, "CMMotionRemover": _no_energy,
+}
+
+
 def subsystem(system, n_atoms: int):
     """A System holding only atoms [0, n_atoms) and every term fully inside them."""
     import openmm
@@ -122,75 +224,14 @@ def subsystem(system, n_atoms: int):
     sub = openmm.System()
     for i in range(n_atoms):
         sub.addParticle(system.getParticleMass(i))
-    inside = lambda *idx: all(i < n_atoms for i in idx)  # noqa: E731
     for force in system.getForces():
         name = type(force).__name__
-        if name == "HarmonicBondForce":
-            f = openmm.HarmonicBondForce()
-            for k in range(force.getNumBonds()):
-                i, j, *p = force.getBondParameters(k)
-                if inside(i, j):
-                    f.addBond(i, j, *p)
-        elif name == "HarmonicAngleForce":
-            f = openmm.HarmonicAngleForce()
-            for k in range(force.getNumAngles()):
-                i, j, l, *p = force.getAngleParameters(k)
-                if inside(i, j, l):
-                    f.addAngle(i, j, l, *p)
-        elif name == "PeriodicTorsionForce":
-            f = openmm.PeriodicTorsionForce()
-            for k in range(force.getNumTorsions()):
-                i, j, l, m, *p = force.getTorsionParameters(k)
-                if inside(i, j, l, m):
-                    f.addTorsion(i, j, l, m, *p)
-        elif name == "NonbondedForce":
-            f = openmm.NonbondedForce()
-            f.setNonbondedMethod(force.getNonbondedMethod())
-            f.setCutoffDistance(force.getCutoffDistance())
-            f.setUseDispersionCorrection(force.getUseDispersionCorrection())
-            f.setReactionFieldDielectric(force.getReactionFieldDielectric())
-            for i in range(n_atoms):
-                f.addParticle(*force.getParticleParameters(i))
-            for k in range(force.getNumExceptions()):
-                i, j, *p = force.getExceptionParameters(k)
-                if inside(i, j):
-                    f.addException(i, j, *p)
-        elif name == "GBSAOBCForce":
-            f = openmm.GBSAOBCForce()
-            f.setNonbondedMethod(force.getNonbondedMethod())
-            f.setCutoffDistance(force.getCutoffDistance())
-            f.setSoluteDielectric(force.getSoluteDielectric())
-            f.setSolventDielectric(force.getSolventDielectric())
-            f.setSurfaceAreaEnergy(force.getSurfaceAreaEnergy())
-            for i in range(n_atoms):
-                f.addParticle(*force.getParticleParameters(i))
-        elif name == "CustomGBForce":
-            f = openmm.CustomGBForce()
-            f.setNonbondedMethod(force.getNonbondedMethod())
-            f.setCutoffDistance(force.getCutoffDistance())
-            for k in range(force.getNumPerParticleParameters()):
-                f.addPerParticleParameter(force.getPerParticleParameterName(k))
-            for k in range(force.getNumGlobalParameters()):
-                f.addGlobalParameter(force.getGlobalParameterName(k),
-                                     force.getGlobalParameterDefaultValue(k))
-            for k in range(force.getNumComputedValues()):
-                f.addComputedValue(*force.getComputedValueParameters(k))
-            for k in range(force.getNumEnergyTerms()):
-                f.addEnergyTerm(*force.getEnergyTermParameters(k))
-            for k in range(force.getNumTabulatedFunctions()):
-                f.addTabulatedFunction(force.getTabulatedFunctionName(k),
-                                       openmm.XmlSerializer.clone(force.getTabulatedFunction(k)))
-            for i in range(n_atoms):
-                f.addParticle(force.getParticleParameters(i))
-            for k in range(force.getNumExclusions()):
-                i, j = force.getExclusionParticles(k)
-                if inside(i, j):
-                    f.addExclusion(i, j)
-        elif name == "CMMotionRemover":
-            continue
-        else:
-            raise NotImplementedError(f"partial energies do not support {name}")
-        sub.addForce(f)
+        if name not in _SUBSYSTEM_COPIERS:
+            raise NotImplementedError(f"partial energies do not support {name}; supported: "
+                                      f"{', '.join(_SUBSYSTEM_COPIERS)}")
+        f = _SUBSYSTEM_COPIERS[name](force, n_atoms)
+        if f is not None:
+            sub.addForce(f)
     return sub
 
 
@@ -243,20 +284,18 @@ class EnergyModel:
 
     def __init__(self, topology, preset: str | Preset = DEFAULT_PRESET, platform: str = "auto",
                  n_workers: int = 1, temperature_k: float | None = None):
-        from .peptide import residue_blocks
+        """topology: an mdtraj Topology (a Peptide's `.topology`), atoms in residue order."""
+        import mdtraj as md
 
+        if not isinstance(topology, md.Topology):
+            raise TypeError(f"EnergyModel takes an mdtraj Topology (e.g. a Peptide's .topology), "
+                            f"got {type(topology).__name__}")
         self.preset = get_preset(preset)
         self.temperature_k = temperature_k or self.preset.temperature_k
         self.kT = KB_KJ_PER_MOL_K * self.temperature_k
-        top = topology.topology if hasattr(topology, "residue_blocks") else topology
-        self.system = create_system(top, self.preset)
+        self.system = create_system(topology, self.preset)
         self.n_atoms = self.system.getNumParticles()
-        mdtop = top if hasattr(top, "to_openmm") else None
-        if mdtop is None:
-            import mdtraj as md
-
-            mdtop = md.Topology.from_openmm(top)
-        self.residue_blocks = residue_blocks(mdtop)
+        self.residue_blocks = residue_blocks(topology)
         self._platform = platform
         self.n_workers = n_workers
         self._full: _Evaluator | None = None

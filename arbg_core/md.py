@@ -15,30 +15,35 @@ on resume, so a kill at any moment loses at most the chunk in flight.
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from .energy import DEFAULT_PRESET, create_system, get_preset
+from .energy import DEFAULT_PRESET, create_system, fastest_platform, get_preset
+from .files import atomic_path, atomic_write, read_json, write_json
+
+
+def _help(default, text: str):
+    """A dataclass field with its CLI help text (the CLI builds `arbg md` flags from these)."""
+    return field(default=default, metadata={"help": text})
 
 
 @dataclass(frozen=True)
 class MDConfig:
-    ns: float = 1.0
-    preset: str = DEFAULT_PRESET
-    temperature_k: float | None = None  # None: the preset's temperature
-    dt_fs: float = 1.0
-    friction_per_ps: float = 1.0
-    save_ps: float = 1.0
-    warmup_ps: float = 100.0
-    chunk_frames: int = 1000
-    seed: int = 0
-    platform: str = "auto"
+    ns: float = _help(1.0, "production length, ns (after the warm-up)")
+    preset: str = _help(DEFAULT_PRESET, "force-field preset (energy.PRESETS)")
+    temperature_k: float | None = _help(None, "thermostat temperature, K; None: the preset's")
+    dt_fs: float = _help(1.0, "integration time step, fs")
+    friction_per_ps: float = _help(1.0, "Langevin friction, 1/ps")
+    save_ps: float = _help(1.0, "time between saved frames, ps")
+    warmup_ps: float = _help(100.0, "warm-up after the minimization, ps (no frames saved)")
+    chunk_frames: int = _help(1000, "frames per chunk file (the unit a killed run may lose)")
+    seed: int = _help(0, "seed of the initial velocities and of the thermostat")
+    platform: str = _help("auto", "OpenMM platform name; auto: the faster of Reference and CPU")
 
     @property
     def n_frames(self) -> int:
@@ -49,77 +54,104 @@ class MDConfig:
         return int(round(self.save_ps * 1000.0 / self.dt_fs))
 
 
-def _atomic_write(path: Path, data: bytes):
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _read_state(out: Path) -> dict | None:
     p = out / "state.json"
-    return json.loads(p.read_text()) if p.exists() else None
+    return read_json(p) if p.exists() else None
 
 
 def _write_chunk(path: Path, xyz_nm: np.ndarray, topology):
     import mdtraj as md
 
-    tmp = path.with_name(path.name + ".tmp.dcd")
-    md.Trajectory(xyz_nm.astype(np.float32), topology).save_dcd(str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".dcd") as tmp:  # mdtraj picks the format from the suffix
+        md.Trajectory(xyz_nm.astype(np.float32), topology).save_dcd(str(tmp))
 
 
 def run_md(topology, xyz: np.ndarray, out_dir: str | os.PathLike, config: MDConfig,
            progress: Callable[[int, int, float], None] | None = None) -> Path:
-    """Run (or resume) MD; `progress(frames_done, n_frames, ns_per_day)` after each chunk."""
-    import mdtraj as md
-    import openmm
-    import openmm.unit as unit
-
-    from .energy import fastest_platform
-
+    """Run (or resume) MD of an mdtraj topology from xyz (A, 3) nm;
+    `progress(frames_done, n_frames, ns_per_day)` after each chunk."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    preset = get_preset(config.preset)
-    temperature = config.temperature_k or preset.temperature_k
-    mdtop = topology if hasattr(topology, "to_openmm") else md.Topology.from_openmm(topology)
-    system = create_system(mdtop, preset)
+    temperature = config.temperature_k or get_preset(config.preset).temperature_k
+    system = create_system(topology, config.preset)
     state = _read_state(out)
+    _check_same_settings(out, state, config)
+    platform_name = (state or {}).get("platform") or (
+        fastest_platform(system, np.asarray(xyz, float)) if config.platform == "auto"
+        else config.platform)
+    ctx, integrator = _simulation(system, config, temperature, platform_name)
+    if state is None:
+        state = _start(out, ctx, integrator, topology, xyz, config, temperature, platform_name)
+    else:
+        ctx.loadCheckpoint((out / state["checkpoint"]).read_bytes())
+    _discard_uncommitted(out, state)
+    if progress:
+        progress(state["frames_done"], config.n_frames, 0.0)
+    n_chunks = -(-config.n_frames // config.chunk_frames)
+    for k in range(state["chunks_done"], n_chunks):
+        n = min(config.chunk_frames, config.n_frames - k * config.chunk_frames)
+        t0 = time.perf_counter()
+        frames = _advance(ctx, integrator, n, topology.n_atoms, config.steps_per_frame)
+        seconds = time.perf_counter() - t0
+        if not np.isfinite(frames).all():  # blew up: keep the last good checkpoint, write nothing
+            first = k * config.chunk_frames
+            raise RuntimeError(f"{out}: non-finite coordinates in chunk {k} (frames "
+                               f"{first}..{first + n - 1}); the run stays at "
+                               f"{state['frames_done']} frames")
+        state = _commit_chunk(out, state, k, frames, topology, ctx)
+        if progress:
+            ns_per_day = n * config.save_ps * 1e-3 / seconds * 86400.0
+            progress(state["frames_done"], config.n_frames, ns_per_day)
+    return out
+
+
+def _check_same_settings(out: Path, state: dict | None, config: MDConfig) -> None:
+    """A folder resumes only the run it holds."""
     if state is not None and state["config"] != asdict(config):
         changed = {k for k, v in asdict(config).items() if state["config"].get(k) != v}
         raise ValueError(f"{out} holds a run with different settings ({', '.join(sorted(changed))}); "
                          "use another --out or the same settings to resume")
-    platform_name = (state or {}).get("platform") or (
-        fastest_platform(system, np.asarray(xyz, float)) if config.platform == "auto" else config.platform)
-    integrator = openmm.LangevinMiddleIntegrator(temperature * unit.kelvin,
+
+
+def _simulation(system, config: MDConfig, temperature_k: float, platform_name: str):
+    """(OpenMM Context, LangevinMiddleIntegrator) of the protocol."""
+    import openmm
+    import openmm.unit as unit
+
+    integrator = openmm.LangevinMiddleIntegrator(temperature_k * unit.kelvin,
                                                  config.friction_per_ps / unit.picosecond,
                                                  config.dt_fs * unit.femtosecond)
     integrator.setRandomNumberSeed(config.seed + 1)  # 0 would mean "pick one at random"
     platform = openmm.Platform.getPlatformByName(platform_name)
     props = {"Threads": "1"} if platform_name == "CPU" else {}
-    ctx = openmm.Context(system, integrator, platform, props)
-    chunk_size = config.chunk_frames
-    n_chunks = -(-config.n_frames // chunk_size)
+    return openmm.Context(system, integrator, platform, props), integrator
 
-    if state is None:
-        md.Trajectory(np.asarray(xyz, np.float32)[None], mdtop).save_pdb(str(out / "topology.pdb"))
-        meta = {"config": asdict(config), "temperature_k": temperature, "platform": platform_name,
-                "n_atoms": mdtop.n_atoms, "openmm": openmm.__version__,
-                "integrator": "LangevinMiddleIntegrator", "constraints": None}
-        (out / "md.json").write_text(json.dumps(meta, indent=2))
-        ctx.setPositions(np.asarray(xyz, dtype=np.float64))
-        openmm.LocalEnergyMinimizer.minimize(ctx, 1.0, 1000)
-        ctx.setVelocitiesToTemperature(temperature * unit.kelvin, config.seed + 1)
-        integrator.step(int(round(config.warmup_ps * 1000.0 / config.dt_fs)))
-        state = {"config": asdict(config), "platform": platform_name, "chunks_done": 0,
-                 "frames_done": 0, "checkpoint": "checkpoint_0.chk"}
-        _atomic_write(out / state["checkpoint"], ctx.createCheckpoint())
-        _atomic_write(out / "state.json", json.dumps(state, indent=2).encode())
-    else:
-        ctx.loadCheckpoint((out / state["checkpoint"]).read_bytes())
-    # Anything beyond the commit point is a leftover of a killed run.
+
+def _start(out: Path, ctx, integrator, topology, xyz: np.ndarray, config: MDConfig,
+           temperature_k: float, platform_name: str) -> dict:
+    """A new run: topology.pdb and md.json, minimize, warm up, commit chunk 0; its state."""
+    import mdtraj as md
+    import openmm
+    import openmm.unit as unit
+
+    md.Trajectory(np.asarray(xyz, np.float32)[None], topology).save_pdb(str(out / "topology.pdb"))
+    meta = {"config": asdict(config), "temperature_k": temperature_k, "platform": platform_name,
+            "n_atoms": topology.n_atoms, "openmm": openmm.__version__,
+            "integrator": "LangevinMiddleIntegrator", "constraints": None}
+    write_json(out / "md.json", meta)
+    ctx.setPositions(np.asarray(xyz, dtype=np.float64))
+    openmm.LocalEnergyMinimizer.minimize(ctx, 1.0, 1000)
+    ctx.setVelocitiesToTemperature(temperature_k * unit.kelvin, config.seed + 1)
+    integrator.step(int(round(config.warmup_ps * 1000.0 / config.dt_fs)))
+    state = {"config": asdict(config), "platform": platform_name, "chunks_done": 0,
+             "frames_done": 0, "checkpoint": "checkpoint_0.chk"}
+    atomic_write(out / state["checkpoint"], ctx.createCheckpoint())
+    write_json(out / "state.json", state)
+    return state
+
+
+def _discard_uncommitted(out: Path, state: dict) -> None:
+    """Anything beyond the commit point is a leftover of a killed run."""
     for p in out.glob("chunk_*.dcd*"):
         if p.suffix != ".dcd" or int(p.stem.split("_")[1].split(".")[0]) >= state["chunks_done"]:
             p.unlink()
@@ -127,34 +159,30 @@ def run_md(topology, xyz: np.ndarray, out_dir: str | os.PathLike, config: MDConf
         if p.name != state["checkpoint"]:
             p.unlink()
 
-    frames_done = state["frames_done"]
-    if progress:
-        progress(frames_done, config.n_frames, 0.0)
-    for k in range(state["chunks_done"], n_chunks):
-        n = min(chunk_size, config.n_frames - k * chunk_size)
-        frames = np.empty((n, mdtop.n_atoms, 3), np.float32)
-        t0 = time.perf_counter()
-        for i in range(n):
-            integrator.step(config.steps_per_frame)
-            pos = ctx.getState(getPositions=True).getPositions(asNumpy=True)
-            frames[i] = pos.value_in_unit(unit.nanometer)
-        seconds = time.perf_counter() - t0
-        if not np.isfinite(frames).all():  # blew up: keep the last good checkpoint, write nothing
-            raise RuntimeError(f"{out}: non-finite coordinates in chunk {k} (frames "
-                               f"{k * chunk_size}..{k * chunk_size + n - 1}); the run stays at "
-                               f"{frames_done} frames")
-        _write_chunk(out / f"chunk_{k:05d}.dcd", frames, mdtop)
-        ckpt = f"checkpoint_{k + 1}.chk"
-        _atomic_write(out / ckpt, ctx.createCheckpoint())
-        frames_done += n
-        new_state = dict(state, chunks_done=k + 1, frames_done=frames_done, checkpoint=ckpt)
-        _atomic_write(out / "state.json", json.dumps(new_state, indent=2).encode())
-        (out / state["checkpoint"]).unlink(missing_ok=True)
-        state = new_state
-        if progress:
-            ns_per_day = n * config.save_ps * 1e-3 / seconds * 86400.0
-            progress(frames_done, config.n_frames, ns_per_day)
-    return out
+
+def _advance(ctx, integrator, n_frames: int, n_atoms: int, steps_per_frame: int) -> np.ndarray:
+    """Integrate n_frames frames; (n_frames, A, 3) float32 nm."""
+    import openmm.unit as unit
+
+    frames = np.empty((n_frames, n_atoms, 3), np.float32)
+    for i in range(n_frames):
+        integrator.step(steps_per_frame)
+        pos = ctx.getState(getPositions=True).getPositions(asNumpy=True)
+        frames[i] = pos.value_in_unit(unit.nanometer)
+    return frames
+
+
+def _commit_chunk(out: Path, state: dict, k: int, frames: np.ndarray, topology, ctx) -> dict:
+    """Chunk k's file and checkpoint first, then state.json (the commit), then the old
+    checkpoint goes; returns the new state."""
+    _write_chunk(out / f"chunk_{k:05d}.dcd", frames, topology)
+    ckpt = f"checkpoint_{k + 1}.chk"
+    atomic_write(out / ckpt, ctx.createCheckpoint())
+    new_state = dict(state, chunks_done=k + 1, frames_done=state["frames_done"] + len(frames),
+                     checkpoint=ckpt)
+    write_json(out / "state.json", new_state)
+    (out / state["checkpoint"]).unlink(missing_ok=True)
+    return new_state
 
 
 class quiet_stdout:
@@ -179,7 +207,7 @@ def run_meta(out_dir: str | os.PathLike) -> dict:
     out = Path(out_dir)
     for folder in (out, *sorted(p for p in out.glob("replica_*") if p.is_dir())):
         if (folder / "md.json").is_file():
-            return json.loads((folder / "md.json").read_text())
+            return read_json(folder / "md.json")
     raise FileNotFoundError(f"no md.json under {out}: not an `arbg md` folder")
 
 

@@ -30,14 +30,6 @@ def backbone_torsions(traj) -> tuple[np.ndarray, np.ndarray]:
     return md.compute_phi(traj)[1], md.compute_psi(traj)[1]
 
 
-def torsion_angles(xyz: np.ndarray, topology) -> tuple[np.ndarray, np.ndarray]:
-    """Raw (n, A, 3) nm coordinates + mdtraj topology -> (phi, psi) radians."""
-    import mdtraj as md
-
-    xyz = np.asarray(xyz, dtype=np.float32)
-    return backbone_torsions(md.Trajectory(xyz.reshape(-1, topology.n_atoms, 3), topology))
-
-
 def ramachandran_angles(traj) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
     """(phi (n, R), psi (n, R), pairs): one (phi, psi) map per residue that has both angles,
     pairs[k] = (residue of phi, residue of psi). A peptide where no residue has both (a
@@ -266,11 +258,12 @@ def evaluate_ensemble(ref_traj, ens_xyz: np.ndarray, topology, u_ref: np.ndarray
     """
     import mdtraj as md
 
+    from .data import evenly_spaced
     from .reweight import systematic
 
     rng = np.random.default_rng(seed)
     n_ref = ref_traj.n_frames
-    ref_idx = np.unique(np.linspace(0, n_ref - 1, min(n_points, n_ref)).round().astype(np.int64))
+    ref_idx = evenly_spaced(n_ref, n_points)
     n = len(ens_xyz)
     model_sets = {
         "proposal": np.sort(rng.choice(n, min(n, n_points), replace=False)),

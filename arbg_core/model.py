@@ -22,7 +22,15 @@ import torch.nn.functional as F
 from .peptide import ATOM_NAMES, ELEMENTS, MAX_RESIDUES, RESIDUE_TYPES, AtomFeatures
 
 
-SIZES = ("tiny", "small", "base", "large")  # ModelConfig.preset names, smallest first
+# ModelConfig.preset's sizes, smallest first (the CLI's `--size` choices).
+_PRESETS = {
+    "tiny": dict(n_bins=64, d_model=32, n_layers=2, n_heads=2, max_atoms=128),
+    "small": dict(n_bins=1024, d_model=128, n_layers=4, n_heads=4),
+    "base": dict(n_bins=1024, d_model=256, n_layers=8, n_heads=8),
+    # mlp_ratio 2.875 puts the count at the paper's ~132M parameters.
+    "large": dict(n_bins=8192, d_model=768, n_layers=16, n_heads=12, mlp_ratio=2.875),
+}
+SIZES = tuple(_PRESETS)  # ("tiny", "small", "base", "large")
 
 
 @dataclass(frozen=True)
@@ -59,16 +67,9 @@ class ModelConfig:
     @classmethod
     def preset(cls, name: str, n_bins: int | None = None, **overrides) -> "ModelConfig":
         """tiny (tests), small (CPU-trainable, ~1M), base (paper single-system), large (~132M)."""
-        presets = {
-            "tiny": dict(n_bins=64, d_model=32, n_layers=2, n_heads=2, max_atoms=128),
-            "small": dict(n_bins=1024, d_model=128, n_layers=4, n_heads=4),
-            "base": dict(n_bins=1024, d_model=256, n_layers=8, n_heads=8),
-            # mlp_ratio 2.875 puts the count at the paper's ~132M parameters.
-            "large": dict(n_bins=8192, d_model=768, n_layers=16, n_heads=12, mlp_ratio=2.875),
-        }
-        if name not in presets:
-            raise ValueError(f"unknown model preset {name!r}; choose one of {', '.join(presets)}")
-        kw = presets[name] | overrides
+        if name not in _PRESETS:
+            raise ValueError(f"unknown model preset {name!r}; choose one of {', '.join(SIZES)}")
+        kw = _PRESETS[name] | overrides
         if n_bins is not None:
             kw["n_bins"] = n_bins
         return cls(**kw)

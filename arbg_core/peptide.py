@@ -1,7 +1,8 @@
 """Sequence -> all-atom peptide: topology, minimized positions, per-atom features, residue blocks.
 
 Heavy atoms come from PeptideBuilder (extended backbone), terminal atoms and hydrogens (pH 7) from
-pdbfixer / OpenMM's Modeller, then a short energy minimization under the default preset.
+pdbfixer / OpenMM's Modeller, then a short energy minimization under the default preset
+(`energy.DEFAULT_PRESET`).
 Atom order is the topology order: residue by residue from the N-terminus, so every residue owns
 a contiguous block of atoms (and of tokens, 3 per atom).
 """
@@ -14,6 +15,8 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
+
+from .energy import DEFAULT_PRESET, forcefield, get_preset, minimize_positions, residue_blocks
 
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 THREE_LETTER = {
@@ -153,19 +156,6 @@ def atom_features(topology) -> AtomFeatures:
     return AtomFeatures(as_int(element), as_int(name), as_int(rtype), as_int(rindex))
 
 
-def residue_blocks(topology) -> tuple[tuple[int, int], ...]:
-    """[start, stop) atom ranges per residue; raises if a residue's atoms are not contiguous."""
-    blocks = []
-    for res in topology.residues:
-        idx = [a.index for a in res.atoms]
-        if idx != list(range(idx[0], idx[-1] + 1)):
-            raise ValueError(f"atoms of residue {res} are not contiguous")
-        blocks.append((idx[0], idx[-1] + 1))
-    if blocks and (blocks[0][0] != 0 or any(a[1] != b[0] for a, b in zip(blocks, blocks[1:]))):
-        raise ValueError("residues are not in atom order")
-    return tuple(blocks)
-
-
 def _heavy_atom_pdb(seq: str, termini: str) -> str:
     """Heavy atoms of an extended peptide as PDB text (caps made from flanking glycines)."""
     import PeptideBuilder
@@ -212,9 +202,7 @@ def build(sequence: str, termini: str = "zwitterionic", minimize: bool = True) -
     fixer.missingResidues = {}
     fixer.findMissingAtoms()
     fixer.addMissingAtoms()
-    from .energy import PRESETS, forcefield
-
-    ff = forcefield(PRESETS["amber99sbildn-obc"])
+    ff = forcefield(get_preset(DEFAULT_PRESET))
     modeller = app.Modeller(fixer.topology, fixer.positions)
     # Modeller places new hydrogens at random before relaxing them: seed it, so a sequence
     # always gives the same structure (and MD seeds mean the same thing everywhere).
@@ -229,23 +217,9 @@ def build(sequence: str, termini: str = "zwitterionic", minimize: bool = True) -
     xyz = xyz * (0.1 if str(modeller.positions.unit) == "angstrom" else 1.0)
     top = md.Topology.from_openmm(modeller.topology)
     if minimize:
-        from .energy import minimize_positions
-
-        xyz = minimize_positions(modeller.topology, xyz)
+        xyz = minimize_positions(modeller.topology, xyz)  # under DEFAULT_PRESET
     xyz = xyz.astype(np.float32)
     return Peptide(seq, termini, top, xyz, atom_features(top), residue_blocks(top), his_states)
-
-
-def from_pdb(path: str) -> Peptide:
-    """A Peptide from a PDB written by `build` (or any topology in our vocabulary)."""
-    import mdtraj as md
-
-    traj = md.load(path)
-    top = traj.topology
-    seq, termini = identify(top)
-    his = tuple(r.name for r in top.residues if r.name in ("HID", "HIE", "HIP"))
-    return Peptide(seq, termini, top, traj.xyz[0].astype(np.float32), atom_features(top),
-                   residue_blocks(top), his)
 
 
 def identify(topology) -> tuple[str, str]:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.special import logsumexp
 
+from .files import jsonable
+
 KEPT, MIRRORED, DROPPED = 0, 1, 2
 
 # Neighbours of each sp3 chiral center, in a fixed order: (center, a, b, c). The sign of
@@ -212,31 +214,18 @@ class ReweightedEnsemble:
         out = {"method": self.method, "counts": {k: int(v) for k, v in self.counts.items()},
                "ess": float(self.ess), "ess_fraction": float(self.ess_fraction),
                "max_weight": float(self.max_weight)}
-        for k, v in self.extras.items():
-            v = _jsonable(v)
-            if v is not _SKIP:
-                out[k] = v
+        out |= {k: jsonable(v) for k, v in self.extras.items() if _fits_summary(v)}
         return out
 
 
-_SKIP = object()
-
-
-def _jsonable(v):
-    """Plain JSON value for a scalar / short list / dict, or _SKIP (arrays, long lists, objects)."""
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float):
-        return v if np.isfinite(v) else None
-    if v is None or isinstance(v, (bool, int, str)):
-        return v
-    if isinstance(v, (list, tuple)) and len(v) <= 1000:
-        items = [_jsonable(x) for x in v]
-        return _SKIP if any(x is _SKIP for x in items) else items
+def _fits_summary(v) -> bool:
+    """Scalars, dicts and lists/tuples of at most 1000 entries of such: what a summary keeps of
+    the extras (per-sample arrays and other objects are left out)."""
+    if isinstance(v, (list, tuple)):
+        return len(v) <= 1000 and all(_fits_summary(x) for x in v)
     if isinstance(v, dict):
-        items = {str(k): _jsonable(x) for k, x in v.items()}
-        return _SKIP if any(x is _SKIP for x in items.values()) else items
-    return _SKIP
+        return all(_fits_summary(x) for x in v.values())
+    return v is None or isinstance(v, (bool, int, float, str, np.bool_, np.integer, np.floating))
 
 
 def ensemble_from_log_weights(xyz: np.ndarray, log_q: np.ndarray, u: np.ndarray,

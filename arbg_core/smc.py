@@ -123,6 +123,23 @@ class Population:
     n_model_evaluations: int | None = None  # proposal.n_evaluations if it counts them
 
 
+@dataclass
+class _Growing:
+    """The particles of a population between blocks; all arrays (K,) but `parts`."""
+
+    parts: list  # per block so far (K, A_r, 3) float32 nm
+    log_q: np.ndarray  # log q of the path so far, nats
+    log_w: np.ndarray
+    u_prev: np.ndarray  # u_{r-1} of each particle, kT (0 before block 1)
+    t_gen: float = 0.0
+    t_energy: float = 0.0
+    n_energy: int = 0
+
+    @property
+    def K(self) -> int:
+        return len(self.log_w)
+
+
 def smc_population(proposal: Proposal, partial_energy: Callable, full_energy: Callable,
                    n_blocks: int, *, threshold: float = 0.5,
                    schedule: str | Sequence[float] = "constant",
@@ -144,58 +161,84 @@ def smc_population(proposal: Proposal, partial_energy: Callable, full_energy: Ca
     lam = twist_schedule(schedule, R)
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     report = progress or (lambda *a: None)
-    parts: list[np.ndarray] = []  # per block (K, A_r, 3) float32
-    t_gen = t_energy = 0.0
-    n_energy, history = 0, []
-    log_w = log_q = u_prev = None
+    pop, history = None, []
     for r in range(1, R + 1):
-        t0 = time.perf_counter()
-        xyz_r, log_q_r = proposal(r)
-        t_gen += time.perf_counter() - t0
-        parts.append(np.asarray(xyz_r, dtype=np.float32))
-        log_q_r = np.asarray(log_q_r, dtype=np.float64).reshape(-1)
-        if log_w is None:
-            K = len(log_q_r)
-            log_w, log_q, u_prev = np.zeros(K), np.zeros(K), np.zeros(K)
-        log_q = log_q + log_q_r
+        pop = _draw_block(proposal, r, pop)
         report("sample", r, R)
-        xyz = np.concatenate(parts, axis=1)  # (K, A_{<=r}, 3)
+        xyz = np.concatenate(pop.parts, axis=1)  # (K, A_{<=r}, 3)
         t0 = time.perf_counter()
         if r < R:
-            u_r = _energies(partial_energy(xyz, r), K)
-            n_energy += K
-            with np.errstate(invalid="ignore"):  # -inf + inf: a particle already dead
-                log_w = _sanitize(log_w + _log_twist(lam[r], u_r) - _log_twist(lam[r - 1], u_prev))
-            u_prev = u_r
+            _twist_weights(pop, partial_energy(xyz, r), lam[r], lam[r - 1])
         else:
-            status = np.zeros(K, np.int8)
-            fixed = xyz
-            if centers is not None and len(np.asarray(reference_signs).reshape(-1)):
-                fixed, status = fix_chirality(xyz, centers, reference_signs)
-            live = status != DROPPED
-            u = np.full(K, np.nan)
-            if live.any():
-                u[live] = _energies(full_energy(fixed[live]), int(live.sum()))
-                n_energy += int(live.sum())
-            final = np.where(live, -u - log_q, -np.inf)  # -u(x) - log q(x)
-            with np.errstate(invalid="ignore"):
-                log_w = _sanitize(log_w + final - _log_twist(lam[R - 1], u_prev))
-        t_energy += time.perf_counter() - t0
+            fixed, u, status = _final_weights(pop, xyz, full_energy, lam[R - 1], centers,
+                                              reference_signs)
+        pop.t_energy += time.perf_counter() - t0
         report("energy", r, R)
-        e, log_z = ess(log_w), _log_mean_exp(log_w)  # log_z: estimate of log Z_r of gamma_r
-        step = {"block": r, "lambda": float(lam[r]), "ess": e, "ess_fraction": e / K,
-                "log_z": log_z, "resampled": False, "n_ancestors": K}
-        if r < R and e / K < threshold and np.isfinite(log_z):
-            idx = systematic(normalized_weights(log_w), K, rng)
-            proposal.reorder(idx)
-            parts = [p[idx] for p in parts]
-            log_q, u_prev = log_q[idx], u_prev[idx]
-            log_w = np.full(K, log_z)
-            step.update(resampled=True, n_ancestors=int(len(np.unique(idx))))
-        history.append(step)
-    log_z_hat = _log_mean_exp(log_w)
-    return Population(fixed.astype(np.float32), xyz, log_q, u, log_w, status, log_z_hat, history,
-                      t_gen, t_energy, n_energy, getattr(proposal, "n_evaluations", None))
+        history.append(_resample_if_degenerate(pop, proposal, r, r < R, lam[r], threshold, rng))
+    return Population(fixed.astype(np.float32), xyz, pop.log_q, u, pop.log_w, status,
+                      _log_mean_exp(pop.log_w), history, pop.t_gen, pop.t_energy, pop.n_energy,
+                      getattr(proposal, "n_evaluations", None))
+
+
+def _draw_block(proposal: Proposal, r: int, pop: _Growing | None) -> _Growing:
+    """Block r of every particle from the proposal; adds its log q (block 1 starts `pop`)."""
+    t0 = time.perf_counter()
+    xyz_r, log_q_r = proposal(r)
+    t_gen = time.perf_counter() - t0
+    log_q_r = np.asarray(log_q_r, dtype=np.float64).reshape(-1)
+    if pop is None:
+        K = len(log_q_r)
+        pop = _Growing([], np.zeros(K), np.zeros(K), np.zeros(K))
+    pop.t_gen += t_gen
+    pop.parts.append(np.asarray(xyz_r, dtype=np.float32))
+    pop.log_q = pop.log_q + log_q_r
+    return pop
+
+
+def _twist_weights(pop: _Growing, u_r, lam_r: float, lam_prev: float) -> None:
+    """r < R: log alpha_r = -lambda_r u_r + lambda_{r-1} u_{r-1} (module docstring)."""
+    u_r = _energies(u_r, pop.K)
+    pop.n_energy += pop.K
+    with np.errstate(invalid="ignore"):  # -inf + inf: a particle already dead
+        pop.log_w = _sanitize(pop.log_w + _log_twist(lam_r, u_r) - _log_twist(lam_prev, pop.u_prev))
+    pop.u_prev = u_r
+
+
+def _final_weights(pop: _Growing, xyz: np.ndarray, full_energy: Callable, lam_prev: float,
+                   centers, reference_signs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """r = R: chirality fix, then log alpha_R = -u(x) - log q(x) + lambda_{R-1} u_{R-1}.
+    Returns (fixed xyz (K, A, 3), u (K,) kT with NaN for dropped particles, status (K,))."""
+    K = pop.K
+    status = np.zeros(K, np.int8)
+    fixed = xyz
+    if centers is not None and len(np.asarray(reference_signs).reshape(-1)):
+        fixed, status = fix_chirality(xyz, centers, reference_signs)
+    live = status != DROPPED
+    u = np.full(K, np.nan)
+    if live.any():
+        u[live] = _energies(full_energy(fixed[live]), int(live.sum()))
+        pop.n_energy += int(live.sum())
+    final = np.where(live, -u - pop.log_q, -np.inf)  # -u(x) - log q(x)
+    with np.errstate(invalid="ignore"):
+        pop.log_w = _sanitize(pop.log_w + final - _log_twist(lam_prev, pop.u_prev))
+    return fixed, u, status
+
+
+def _resample_if_degenerate(pop: _Growing, proposal: Proposal, r: int, may_resample: bool,
+                            lam_r: float, threshold: float, rng: np.random.Generator) -> dict:
+    """Block r's history entry; resamples (before the last block only) when ESS / K < threshold."""
+    K = pop.K
+    e, log_z = ess(pop.log_w), _log_mean_exp(pop.log_w)  # log_z: estimate of log Z_r of gamma_r
+    step = {"block": r, "lambda": float(lam_r), "ess": e, "ess_fraction": e / K,
+            "log_z": log_z, "resampled": False, "n_ancestors": K}
+    if may_resample and e / K < threshold and np.isfinite(log_z):
+        idx = systematic(normalized_weights(pop.log_w), K, rng)
+        proposal.reorder(idx)
+        pop.parts = [p[idx] for p in pop.parts]
+        pop.log_q, pop.u_prev = pop.log_q[idx], pop.u_prev[idx]
+        pop.log_w = np.full(K, log_z)
+        step.update(resampled=True, n_ancestors=int(len(np.unique(idx))))
+    return step
 
 
 def to_ensemble(populations: Sequence[Population], clip_fraction: float = 0.002,
@@ -229,16 +272,3 @@ def to_ensemble(populations: Sequence[Population], clip_fraction: float = 0.002,
         np.concatenate([p.xyz for p in pops]), np.concatenate([p.log_q for p in pops]),
         np.concatenate([p.u for p in pops]), log_w, np.concatenate([p.status for p in pops]),
         clip_fraction, method, extras)
-
-
-def twisted_smc(proposal: Proposal, partial_energy: Callable, full_energy: Callable,
-                n_blocks: int, *, threshold: float = 0.5,
-                schedule: str | Sequence[float] = "constant",
-                rng: int | np.random.Generator | None = 0, centers: np.ndarray | None = None,
-                reference_signs: np.ndarray | None = None, clip_fraction: float = 0.002,
-                progress: Progress | None = None) -> ReweightedEnsemble:
-    """One population of twisted SMC as a weighted ensemble (method "smc"), like SNIS's."""
-    pop = smc_population(proposal, partial_energy, full_energy, n_blocks, threshold=threshold,
-                         schedule=schedule, rng=rng, centers=centers,
-                         reference_signs=reference_signs, progress=progress)
-    return to_ensemble([pop], clip_fraction)

@@ -19,15 +19,17 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from . import checkpoint
-from .data import Corpus, FrameData, prepare_corpus, random_rotations, rotate
-from .model import ArBG, Conditioning, ModelConfig, conditioning, train_loss
+from .batches import clamped_fraction, encode_batch, validation_nll
+from .data import Corpus, FrameData, prepare_corpus
+from .files import atomic_path, write_json
+from .model import ArBG, ModelConfig, train_loss
 from .tokenizer import Tokenizer, TokenizerConfig
 
 A_SINGLE, A_TRANSFERABLE = 3.0, 4.5  # box half-width in units of std (paper)
@@ -37,31 +39,37 @@ A_SINGLE, A_TRANSFERABLE = 3.0, 4.5  # box half-width in units of std (paper)
 TRANSFERABLE_STD_NM = 0.25
 
 
-OPTIMIZERS = ("adamw", "muon")
-BF16_MODES = ("auto", "on", "off")
+OPTIMIZERS = ("adamw", "muon")  # TrainConfig.optimizer
+BF16_MODES = ("auto", "on", "off")  # TrainConfig.bf16
+STATE_FILE = "train_state.pt"  # everything --resume needs
+
+
+def _help(default, text: str):
+    """A dataclass field with its CLI help text (the CLI builds `arbg train` flags from these)."""
+    return field(default=default, metadata={"help": text})
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    size: str = "small"
-    n_bins: int | None = None  # None: the size preset's
-    a: float | None = None  # None: A_SINGLE for one system, A_TRANSFERABLE for a corpus
-    std_nm: float | None = None  # None: fitted to one system's frames, TRANSFERABLE_STD_NM
-    steps: int = 10_000
-    batch_size: int = 256
-    lr: float = 1e-3
-    muon_lr: float | None = None  # None: lr (Muon's update is RMS-matched to AdamW's)
-    weight_decay: float = 0.01
-    warmup_steps: int = 200
-    min_lr_ratio: float = 0.05
-    grad_clip: float = 1.0
-    optimizer: str = "adamw"  # "adamw" | "muon" (Muon on 2D block weights, AdamW on the rest)
-    bf16: str = "auto"  # "auto" (CUDA with bf16, or a CPU with fast bf16 matmuls) | "on" | "off"
-    val_every: int = 500
-    val_frames: int = 2048
-    save_every: int = 500
-    seed: int = 0
-    init: str | None = None  # checkpoint folder whose weights start the run (fresh optimizer)
+    size: str = _help("small", "model size preset (model.SIZES)")
+    n_bins: int | None = _help(None, "bins per coordinate; None: the size preset's")
+    a: float | None = _help(None, "box half-width in stds; None: 3 (one system), 4.5 (a corpus)")
+    std_nm: float | None = _help(None, "scale, nm; None: fitted (one system), 0.25 (a corpus)")
+    steps: int = _help(10_000, "optimizer steps")
+    batch_size: int = _help(256, "frames per step, all ranks together")
+    lr: float = _help(1e-3, "peak learning rate (AdamW; Muon too unless muon_lr is set)")
+    muon_lr: float | None = _help(None, "Muon's peak learning rate; None: lr (RMS-matched)")
+    weight_decay: float = _help(0.01, "decoupled weight decay")
+    warmup_steps: int = _help(200, "steps of linear learning-rate warm-up")
+    min_lr_ratio: float = _help(0.05, "final learning rate of the cosine decay, times lr")
+    grad_clip: float = _help(1.0, "gradient-norm clip")
+    optimizer: str = _help("adamw", "adamw | muon (Muon on 2D block weights, AdamW on the rest)")
+    bf16: str = _help("auto", "auto (CUDA with bf16, or a CPU with fast bf16 matmuls) | on | off")
+    val_every: int = _help(500, "steps between validations; the best is kept in best/")
+    val_frames: int = _help(2048, "validation frames")
+    save_every: int = _help(500, "steps between saves of last/ and train_state.pt")
+    seed: int = _help(0, "seed of the initial weights and of the batches")
+    init: str | None = _help(None, "checkpoint whose weights start the run (fresh optimizer)")
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -83,7 +91,7 @@ def _optimizers(model: ArBG, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
         return [torch.optim.Muon(matrices, lr=cfg.muon_lr or cfg.lr, weight_decay=cfg.weight_decay,
                                  adjust_lr_fn="match_rms_adamw"),
                 torch.optim.AdamW(rest, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))]
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose adamw or muon")
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose {' or '.join(OPTIMIZERS)}")
 
 
 def _use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
@@ -126,46 +134,6 @@ def _setup(device: str) -> tuple[int, int, int, torch.device]:
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     return rank, world, local_rank, dev
-
-
-def encode_batch(tok: Tokenizer, groups, generator: torch.Generator | None = None
-                 ) -> tuple[torch.Tensor, Conditioning, float]:
-    """Frame groups [(features, xyz (n, A, 3) nm)] -> bins (B, T), conditioning (B, T), clamped
-    fraction; systems shorter than T are right-padded (bin 0, valid False). With a generator,
-    each frame is first rotated at random about its centroid (training); without, as given."""
-    sizes = [len(xyz) for _, xyz in groups]
-    rotations = random_rotations(sum(sizes), generator) if generator is not None else None
-    bins = torch.zeros(sum(sizes), 3 * max(f.n_atoms for f, _ in groups), dtype=torch.long)
-    clamped, first = 0.0, 0
-    for (_, xyz), n in zip(groups, sizes):
-        xyz = torch.as_tensor(xyz)
-        if rotations is not None:
-            xyz = rotate(xyz, rotations[first:first + n])
-        b, fraction = tok.encode(xyz)  # (n, 3A)
-        bins[first:first + n, :b.shape[1]] = b
-        clamped += fraction * b.numel()
-        first += n
-    which = torch.repeat_interleave(torch.arange(len(groups)), torch.tensor(sizes))
-    cond = conditioning([f for f, _ in groups]).index_select(which)
-    return bins, cond, clamped / max(int(cond.valid.sum()), 1)
-
-
-@torch.no_grad()
-def validation_nll(model: ArBG, tok: Tokenizer, groups, device, batch_size=512,
-                   bf16=False) -> float:
-    """Mean NLL of the continuous density on frame groups [(features, xyz)], nats per
-    nm-coordinate over all their coordinates (no rotation)."""
-    model.eval()
-    total, count = 0.0, 0
-    for features, xyz in groups:
-        for i in range(0, len(xyz), batch_size):
-            bins, cond, _ = encode_batch(tok, [(features, xyz[i:i + batch_size])])
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss = train_loss(model, bins.to(device), cond.to(device))
-            total += loss.item() * bins.numel()
-            count += bins.numel()
-    model.train()
-    return tok.nats_per_coordinate(total / max(count, 1))
 
 
 def train(data: FrameData, out_dir: str | Path, cfg: TrainConfig = TrainConfig(),
@@ -239,104 +207,168 @@ def _fit(source: FrameData | Corpus, vals: dict, out_dir, cfg: TrainConfig, *, a
         out.mkdir(parents=True, exist_ok=True)
     mcfg = ModelConfig.preset(cfg.size, n_bins=cfg.n_bins)
     tok = Tokenizer(TokenizerConfig(n_bins=mcfg.n_bins, a=a, std=std))
-    # Clamping as training sees it: 20 batches of 1000 random frames, randomly rotated.
-    g = torch.Generator().manual_seed(0)
-    clamped = sum(encode_batch(tok, source.sample_batch(1000, g), g)[2] for _ in range(20)) / 20
+    clamped = clamped_fraction(tok, source)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = ArBG(mcfg).to(dev)
     if cfg.init:
         _init_from(model, tok, cfg.init)
-    opts = _optimizers(model, cfg)
-    start_step, best_val, history, elapsed0 = 0, float("inf"), [], 0.0
-    state_file = out / "train_state.pt"
-    # what a resumed run must share with the run it continues (std is fitted to the frames)
-    fingerprint = json.dumps({"frames": provenance.get("frames"), "std_nm": float(std),
-                              "size": cfg.size, "n_bins": mcfg.n_bins}, sort_keys=True)
-    if resume and state_file.exists():
-        # Our own file: weights_only=True all the same (tensors, numbers and dicts only).
-        state = torch.load(state_file, map_location="cpu", weights_only=True)
-        if state.get("fingerprint", fingerprint) != fingerprint:
-            raise ValueError(f"{out} was trained on other data or settings ({state['fingerprint']}, "
-                             f"now {fingerprint}): resume with the same --data and --size, or "
-                             "start a new --out")
-        model.load_state_dict(state["model"])
-        for opt, s in zip(opts, state["optimizers"]):
-            opt.load_state_dict(s)
-        start_step, best_val = int(state["step"]), float(state["best_val"])
-        history, elapsed0 = json.loads(state["history"]), float(state["elapsed_s"])
-    ddp_model = model
-    if world > 1:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    bf16 = _use_bf16(cfg, dev)
-    gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank * 7919 + (start_step if world > 1 else 0))
-    if resume and state_file.exists() and world == 1:
-        gen.set_state(state["generator"])  # the resumed run draws what the unbroken one would
-    extra = {"train": asdict(cfg), "clamped_fraction": clamped, "std_nm": std,
-             "world_size": world} | extra
-    transferable = system is None
-    best_key = next(iter(vals))
-
-    def save(name: str, step: int, val: float | None):
-        card = {"steps": step, "val_nll": val, "wall_time_s": elapsed0 + time.perf_counter() - t0,
-                "clamped_fraction": clamped, "data": provenance}
-        checkpoint.save(out / name, model, tok.cfg, system=system, card=card,
-                        transferable=transferable, extra=extra)
-
-    t0 = time.perf_counter()
-    model.train()
-    per_rank = max(1, cfg.batch_size // world)
-    val, tokens = None, 0
-    for step in range(start_step, cfg.steps):
-        factor = lr_factor(step, cfg)
-        for opt in opts:
-            for group in opt.param_groups:
-                group.setdefault("base_lr", group["lr"])  # saved with the optimizer state
-                group["lr"] = group["base_lr"] * factor
-        bins, cond, _ = encode_batch(tok, source.sample_batch(per_rank, gen), gen)
-        bins, cond = bins.to(dev, non_blocking=True), cond.to(dev)
-        tokens += int(cond.valid.sum())
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = train_loss(ddp_model, bins, cond)
-        for opt in opts:
-            opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        for opt in opts:
-            opt.step()
-        done = step + 1
-        is_last = done == cfg.steps
-        if rank == 0 and (done % cfg.val_every == 0 or is_last):
-            nlls = {k: validation_nll(model, tok, groups, dev, bf16=bf16) for k, groups in vals.items()}
-            val = nlls[best_key]
-            history.append({"step": done, "train_loss": loss.item()} | nlls)
-            if val < best_val:
-                best_val = val
-                save("best", done, val)
-        if rank == 0 and (done % cfg.save_every == 0 or is_last):
-            save("last", done, val)
-            # One file holds everything --resume needs, replaced atomically.
-            tmp = state_file.with_name(state_file.name + ".tmp")
-            torch.save({"step": done, "best_val": best_val, "history": json.dumps(history),
-                        "elapsed_s": elapsed0 + time.perf_counter() - t0,
-                        "model": model.state_dict(),
-                        "optimizers": [opt.state_dict() for opt in opts],
-                        "generator": gen.get_state(), "fingerprint": fingerprint}, tmp)
-            os.replace(tmp, state_file)
-        if progress and rank == 0:
-            progress(done, cfg.steps, {"loss": loss.item(), "grad_norm": float(gnorm),
-                                       "val_nll": val, "lr": opts[0].param_groups[0]["lr"]})
+    run = _Run(cfg, out, model, _optimizers(model, cfg), tok, dev, rank, world, system,
+               provenance, clamped, _fingerprint(provenance, std, cfg, mcfg),
+               {"train": asdict(cfg), "clamped_fraction": clamped, "std_nm": std,
+                "world_size": world} | extra)
+    state = run.resume() if resume else None
+    run.start(state)  # after resume: bf16's CPU probe draws from the global RNG
+    for step in range(run.start_step, cfg.steps):
+        run.step(step, source, vals, progress)
     if world > 1:
         torch.distributed.barrier()
-    wall = elapsed0 + time.perf_counter() - t0
-    summary = {"steps": cfg.steps, "best_val_nll": best_val, "history": history,
-               "wall_time_s": wall, "params": model.num_params(), "clamped_fraction": clamped,
-               "tokens_per_s": tokens * world / max(time.perf_counter() - t0, 1e-9),
-               "device": str(dev), "bf16": bf16, "world_size": world, "transferable": transferable}
-    if transferable:
-        summary |= {"lengths": extra["lengths"], "termini": extra["termini"]}
+    summary = run.summary()
     if rank == 0:
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_json(out / "summary.json", summary)
     if world > 1:
         torch.distributed.destroy_process_group()
     return summary
+
+
+def _fingerprint(provenance: dict, std: float, cfg: TrainConfig, mcfg: ModelConfig) -> str:
+    """What a resumed run must share with the run it continues (std is fitted to the frames)."""
+    return json.dumps({"frames": provenance.get("frames"), "std_nm": float(std),
+                       "size": cfg.size, "n_bins": mcfg.n_bins}, sort_keys=True)
+
+
+def _set_lr(opts: list[torch.optim.Optimizer], factor: float) -> None:
+    for opt in opts:
+        for group in opt.param_groups:
+            group.setdefault("base_lr", group["lr"])  # saved with the optimizer state
+            group["lr"] = group["base_lr"] * factor
+
+
+@dataclass
+class _Run:
+    """One training run: what its steps share. Rank 0 validates and saves."""
+
+    cfg: TrainConfig
+    out: Path
+    model: ArBG
+    opts: list
+    tok: Tokenizer
+    dev: torch.device
+    rank: int
+    world: int
+    system: dict | None
+    provenance: dict
+    clamped: float
+    fingerprint: str
+    extra: dict  # checkpoint config extras
+    start_step: int = 0
+    best_val: float = float("inf")
+    history: list = field(default_factory=list)
+    elapsed0: float = 0.0  # seconds of the runs this one continues
+    val: float | None = None  # the latest validation NLL
+    tokens: int = 0  # real tokens trained on by this rank
+    # set by start():
+    ddp_model: torch.nn.Module = field(init=False)
+    bf16: bool = field(init=False)
+    gen: torch.Generator = field(init=False)
+    t0: float = field(init=False)  # time.perf_counter() at the first step
+
+    def elapsed(self) -> float:
+        return self.elapsed0 + time.perf_counter() - self.t0
+
+    def resume(self) -> dict | None:
+        """Load train_state.pt if there is one (weights, optimizers, history); returns it."""
+        if not (self.out / STATE_FILE).exists():
+            return None
+        # Our own file: weights_only=True all the same (tensors, numbers and dicts only).
+        state = torch.load(self.out / STATE_FILE, map_location="cpu", weights_only=True)
+        if state.get("fingerprint", self.fingerprint) != self.fingerprint:
+            raise ValueError(f"{self.out} was trained on other data or settings "
+                             f"({state['fingerprint']}, now {self.fingerprint}): resume with the "
+                             "same --data and --size, or start a new --out")
+        self.model.load_state_dict(state["model"])
+        for opt, s in zip(self.opts, state["optimizers"]):
+            opt.load_state_dict(s)
+        self.start_step, self.best_val = int(state["step"]), float(state["best_val"])
+        self.history, self.elapsed0 = json.loads(state["history"]), float(state["elapsed_s"])
+        return state
+
+    def start(self, state: dict | None) -> None:
+        """DDP wrapper, bf16 choice and the batch generator; starts the clock."""
+        cfg, world = self.cfg, self.world
+        self.ddp_model = self.model
+        if world > 1:
+            self.ddp_model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.dev.index] if self.dev.type == "cuda" else None)
+        self.bf16 = _use_bf16(cfg, self.dev)
+        self.gen = torch.Generator().manual_seed(
+            cfg.seed * 1000 + self.rank * 7919 + (self.start_step if world > 1 else 0))
+        if state is not None and world == 1:
+            self.gen.set_state(state["generator"])  # draws what the unbroken run would
+        self.t0 = time.perf_counter()
+        self.model.train()
+
+    def step(self, step: int, source, vals: dict, progress) -> None:
+        """One optimizer step, then (rank 0) validation, saving and the progress callback."""
+        cfg = self.cfg
+        _set_lr(self.opts, lr_factor(step, cfg))
+        per_rank = max(1, cfg.batch_size // self.world)
+        bins, cond, _ = encode_batch(self.tok, source.sample_batch(per_rank, self.gen), self.gen)
+        bins, cond = bins.to(self.dev, non_blocking=True), cond.to(self.dev)
+        self.tokens += int(cond.valid.sum())
+        with torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=self.bf16):
+            loss = train_loss(self.ddp_model, bins, cond)
+        for opt in self.opts:
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        for opt in self.opts:
+            opt.step()
+        done = step + 1
+        is_last = done == cfg.steps
+        if self.rank != 0:
+            return
+        if done % cfg.val_every == 0 or is_last:
+            self.validate(done, loss.item(), vals)
+        if done % cfg.save_every == 0 or is_last:
+            self.save("last", done, self.val)
+            self.save_state(done)
+        if progress:
+            progress(done, cfg.steps, {"loss": loss.item(), "grad_norm": float(gnorm),
+                                       "val_nll": self.val,
+                                       "lr": self.opts[0].param_groups[0]["lr"]})
+
+    def validate(self, done: int, train_loss: float, vals: dict) -> None:
+        """NLL of every validation set into the history; a new best is saved to best/."""
+        nlls = {k: validation_nll(self.model, self.tok, groups, self.dev, bf16=self.bf16)
+                for k, groups in vals.items()}
+        self.val = nlls[next(iter(vals))]
+        self.history.append({"step": done, "train_loss": train_loss} | nlls)
+        if self.val < self.best_val:
+            self.best_val = self.val
+            self.save("best", done, self.val)
+
+    def save(self, name: str, step: int, val: float | None) -> None:
+        card = {"steps": step, "val_nll": val, "wall_time_s": self.elapsed(),
+                "clamped_fraction": self.clamped, "data": self.provenance}
+        checkpoint.save(self.out / name, self.model, self.tok.cfg, system=self.system, card=card,
+                        transferable=(self.system is None), extra=self.extra)
+
+    def save_state(self, done: int) -> None:
+        """One file holds everything --resume needs, replaced atomically."""
+        with atomic_path(self.out / STATE_FILE) as tmp:
+            torch.save({"step": done, "best_val": self.best_val,
+                        "history": json.dumps(self.history), "elapsed_s": self.elapsed(),
+                        "model": self.model.state_dict(),
+                        "optimizers": [opt.state_dict() for opt in self.opts],
+                        "generator": self.gen.get_state(), "fingerprint": self.fingerprint}, tmp)
+
+    def summary(self) -> dict:
+        wall, seconds = self.elapsed(), max(time.perf_counter() - self.t0, 1e-9)
+        summary = {"steps": self.cfg.steps, "best_val_nll": self.best_val, "history": self.history,
+                   "wall_time_s": wall, "params": self.model.num_params(),
+                   "clamped_fraction": self.clamped, "tokens_per_s": self.tokens * self.world / seconds,
+                   "device": str(self.dev), "bf16": self.bf16, "world_size": self.world,
+                   "transferable": self.system is None}
+        if self.system is None:
+            summary |= {"lengths": self.extra["lengths"], "termini": self.extra["termini"]}
+        return summary

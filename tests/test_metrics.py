@@ -131,7 +131,7 @@ def test_torsions_match_an_independent_formula(aa_traj):
     phi_q = [[idx(r - 1, "C"), idx(r, "N"), idx(r, "CA"), idx(r, "C")] for r in (1, 2)]
     psi_q = [[idx(r, "N"), idx(r, "CA"), idx(r, "C"), idx(r + 1, "N")] for r in (1, 2)]
     xyz = aa_traj.xyz.astype(np.float64)
-    phi, psi = M.torsion_angles(aa_traj.xyz, top)
+    phi, psi = M.backbone_torsions(aa_traj)
     assert phi.shape == psi.shape == (30, 2)
     for k in range(2):
         np.testing.assert_allclose(phi[:, k], _dihedral(xyz[:, phi_q[k]]), atol=1e-4)

@@ -4,18 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from arbg_core.model import ArBG, KVCache, ModelConfig, conditioning, shift_right, train_loss
-from arbg_core.peptide import ATOM_NAMES, ELEMENTS, RESIDUE_TYPES, AtomFeatures
+from arbg_core.model import SIZES, ArBG, KVCache, ModelConfig, conditioning, shift_right, train_loss
+from arbg_core.peptide import AtomFeatures
 from arbg_core.tokenizer import Tokenizer, TokenizerConfig
-
-
-def toy_features(n_atoms: int, seed: int = 0) -> AtomFeatures:
-    rng = np.random.default_rng(seed)
-    residue_index = np.sort(rng.integers(0, 3, n_atoms))
-    return AtomFeatures(element=rng.integers(1, len(ELEMENTS), n_atoms),
-                        atom_name=rng.integers(1, len(ATOM_NAMES), n_atoms),
-                        residue_type=rng.integers(1, len(RESIDUE_TYPES), n_atoms),
-                        residue_index=residue_index - residue_index.min())
+from conftest import toy_features
 
 
 def tiny_model(seed: int = 0, **kw) -> ArBG:
@@ -28,7 +20,8 @@ def test_presets_and_parameter_counts():
         ModelConfig.preset("huge")
     assert ModelConfig.preset("small", n_bins=256).n_bins == 256
     counts = {}
-    for name in ("tiny", "small", "base", "large"):
+    assert SIZES == ("tiny", "small", "base", "large")  # smallest first, the CLI's choices
+    for name in SIZES:
         with torch.device("meta"):  # no memory for the 132M model
             counts[name] = ArBG(ModelConfig.preset(name)).num_params()
     assert counts["tiny"] < 100_000

@@ -51,7 +51,7 @@ def test_sample_cli_writes_the_documented_outputs(tmp_path, tiny_model):
     summary = json.loads((out / "summary.json").read_text())
     counts = summary["counts"]
     assert counts["n"] == 64 and counts["kept"] + counts["mirrored"] + counts["dropped"] == 64
-    assert summary["seed"] if "seed" in summary else summary["config"]["seed"] == 3
+    assert (summary["seed"] if "seed" in summary else summary["config"]["seed"]) == 3
     z = np.load(out / "samples.npz")
     for key in ("log_q", "u", "log_w", "weights"):
         assert z[key].shape == (64,), key

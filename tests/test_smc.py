@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from arbg_core.checkpoint import LoadedModel
+from arbg_core.checkpoint import (Card, CheckpointConfig, LoadedModel, SystemSpec,
+                                  prepare_for_inference)
 from arbg_core.energy import EnergyModel
 from arbg_core.model import ArBG, ModelConfig, conditioning, shift_right
 from arbg_core.reweight import DROPPED, MIRRORED, chiral_centers, handedness, reweight
 from arbg_core.sampling import BlockProposal, extend, inference, log_prob
-from arbg_core.smc import smc_population, to_ensemble, twist_schedule, twisted_smc
+from arbg_core.smc import smc_population, to_ensemble, twist_schedule
 from arbg_core.tokenizer import Tokenizer, TokenizerConfig
 
 CPU = torch.device("cpu")
@@ -168,7 +169,8 @@ def test_infinite_and_nan_partial_energies_get_weight_zero():
 
     for threshold in (0.0, 0.5):
         prop = GaussianProposal(200, np.random.default_rng(3))
-        ens = twisted_smc(prop, partial, u_full, 2, threshold=threshold, clip_fraction=0.0)
+        ens = to_ensemble([smc_population(prop, partial, u_full, 2, threshold=threshold)],
+                          clip_fraction=0.0)
         x1 = ens.xyz[:, 0, 0]
         alive = np.isfinite(ens.log_w)
         assert alive.any() and np.all(np.abs(x1[alive]) <= 1.0)
@@ -242,7 +244,9 @@ def test_run_sampling_smc_end_to_end(ala2, energy):
     from arbg_core.pipeline import SampleConfig, run_sampling
 
     model, tok = tiny(seed=3)
-    loaded = LoadedModel(model, tok, {}, {}, Path("tiny-random"))
+    config = CheckpointConfig(model.cfg, tok.cfg, SystemSpec("A", "capped"))
+    loaded = LoadedModel("tiny-random", Path("tiny-random"), config, Card(),
+                         prepare_for_inference(model, "cpu"), tok)
     seen = []
     cfg = SampleConfig(n=64, batch_size=32, seed=1, device="cpu", method="smc",
                        smc_schedule="linear")
@@ -270,8 +274,8 @@ def test_run_sampling_smc_end_to_end(ala2, energy):
         run_sampling(loaded, ala2, SampleConfig(n=4, method="smc", reweight=False))
 
 
-def test_cli_flags_reach_the_config(monkeypatch, tmp_path):
-    from arbg_core import cli, cli_model, pipeline
+def test_cli_flags_reach_the_config(tmp_path, tiny_checkpoint):
+    from arbg_core import cli
 
     args = cli.build_parser().parse_args(
         ["sample", "--model", "m", "--method", "smc", "--smc-threshold", "0.3",
@@ -281,23 +285,12 @@ def test_cli_flags_reach_the_config(monkeypatch, tmp_path):
                                           "--out", str(tmp_path)])
     assert (args.method, args.smc_threshold, args.smc_schedule) == ("snis", 0.5, "constant")
 
-    got = {}
-
-    class Stop(Exception):
-        pass
-
-    def fake_run(loaded, pep, cfg, progress=None):
-        got["cfg"] = cfg
-        raise Stop
-
-    monkeypatch.setattr(cli_model, "load_model", lambda *a, **k: None)
-    monkeypatch.setattr(cli_model, "system_for", lambda *a, **k: None)
-    monkeypatch.setattr(pipeline, "run_sampling", fake_run)
-    args = cli.build_parser().parse_args(
-        ["sample", "--model", "m", "--method", "smc", "--smc-threshold", "0.25", "--out",
-         str(tmp_path)])
-    with pytest.raises(Stop):
-        args.func(args)
-    assert got["cfg"].method == "smc" and got["cfg"].smc_threshold == 0.25
+    out = tmp_path / "s"
+    assert cli.main(["sample", "--model", str(tiny_checkpoint), "--method", "smc",
+                     "--smc-threshold", "0.25", "--n", "8", "--batch-size", "8", "--device", "cpu",
+                     "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "smc" and summary["config"]["method"] == "smc"
+    assert summary["config"]["smc_threshold"] == 0.25
     assert cli.main(["sample", "--model", "m", "--method", "smc", "--smc-threshold", "2",
                      "--out", str(tmp_path)]) == 2
