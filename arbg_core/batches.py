@@ -18,22 +18,25 @@ from .tokenizer import Tokenizer
 def encode_batch(tok: Tokenizer, groups, generator: torch.Generator | None = None
                  ) -> tuple[torch.Tensor, Conditioning, float]:
     """Frame groups [(features, xyz (n, A, 3) nm)] -> bins (B, T), conditioning (B, T), clamped
-    fraction; systems shorter than T are right-padded (bin 0, valid False). With a generator,
-    each frame is first rotated at random about its centroid (training); without, as given."""
+    fraction; systems shorter than T are right-padded (bin 0, valid False). Centered frame: with
+    a generator, each frame is first rotated at random about its centroid (training); without,
+    as given. Body frame: no rotations (the frame removes the orientation)."""
     sizes = [len(xyz) for _, xyz in groups]
-    rotations = random_rotations(sum(sizes), generator) if generator is not None else None
-    bins = torch.zeros(sum(sizes), 3 * max(f.n_atoms for f, _ in groups), dtype=torch.long)
+    rotate_frames = generator is not None and tok.cfg.frame == "centered"
+    rotations = random_rotations(sum(sizes), generator) if rotate_frames else None
+    cond = conditioning([f for f, _ in groups], frame=tok.cfg.frame)
+    bins = torch.zeros(sum(sizes), cond.n_tokens, dtype=torch.long)
     clamped, first = 0.0, 0
-    for (_, xyz), n in zip(groups, sizes):
+    for (features, xyz), n in zip(groups, sizes):
         xyz = torch.as_tensor(xyz)
         if rotations is not None:
             xyz = rotate(xyz, rotations[first:first + n])
-        b, fraction = tok.encode(xyz)  # (n, 3A)
+        b, fraction, _ = tok.encode_system(xyz, features)  # (n, T of this system)
         bins[first:first + n, :b.shape[1]] = b
         clamped += fraction * b.numel()
         first += n
     which = torch.repeat_interleave(torch.arange(len(groups)), torch.tensor(sizes))
-    cond = conditioning([f for f, _ in groups]).index_select(which)
+    cond = cond.index_select(which)
     return bins, cond, clamped / max(int(cond.valid.sum()), 1)
 
 

@@ -72,6 +72,7 @@ def _add_sampling_flags(p):
 
 def _add_train_parser(sub):
     from .energy import DEFAULT_PRESET, PRESETS
+    from .frames import FRAMES
     from .model import SIZES
     from .train import BF16_MODES, OPTIMIZERS, TrainConfig
 
@@ -92,7 +93,8 @@ def _add_train_parser(sub):
     p.add_argument("--transferable", action="store_true",
                    help="sequence-conditioned model on a corpus (fixed std, a = 4.5)")
     add_config_flags(p, TrainConfig, rename={"n_bins": "--bins"}, defaults={"save_every": None},
-                     choices={"size": SIZES, "optimizer": OPTIMIZERS, "bf16": BF16_MODES})
+                     choices={"size": SIZES, "optimizer": OPTIMIZERS, "bf16": BF16_MODES,
+                              "frame": tuple(FRAMES)})
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last")
     p.add_argument("--save-data", metavar="FILE.npz",

@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .frames import get_frame
 from .peptide import ATOM_NAMES, ELEMENTS, MAX_RESIDUES, RESIDUE_TYPES, AtomFeatures
 
 
@@ -140,18 +141,21 @@ class Conditioning:
         return self._map(lambda t: t[:, start:stop])
 
 
-def conditioning(features: AtomFeatures | list[AtomFeatures], device=None) -> Conditioning:
-    """Per-token conditioning for one system (B = 1) or a right-padded batch of systems."""
+def conditioning(features: AtomFeatures | list[AtomFeatures], device=None,
+                 frame: str = "centered") -> Conditioning:
+    """Per-token conditioning for one system (B = 1) or a right-padded batch of systems. Which
+    atom and axis each token is comes from the tokenizer's `frame` (frames.py): all 3A
+    coordinates atom-major ("centered"), or the 3A - 6 of the body frame ("body")."""
     systems = [features] if isinstance(features, AtomFeatures) else list(features)
     if not systems:
         raise ValueError("conditioning needs at least one system")
-    T = 3 * max(f.n_atoms for f in systems)
+    tokens = [get_frame(frame).tokens(f) for f in systems]  # [(atom (t,), axis (t,))]
+    T = max(len(atom) for atom, _ in tokens)
     out = {k: np.zeros((len(systems), T), dtype=np.int64) for k in _COND_FIELDS}
     valid = np.zeros((len(systems), T), dtype=bool)
-    for b, f in enumerate(systems):
-        t = 3 * f.n_atoms
-        atom = np.arange(t) // 3  # atom of each token, atom-major order
-        out["axis"][b, :t] = np.arange(t) % 3
+    for b, (f, (atom, axis)) in enumerate(zip(systems, tokens)):
+        t = len(atom)
+        out["axis"][b, :t] = axis
         out["slot"][b, :t] = atom
         out["atom_name"][b, :t] = np.asarray(f.atom_name)[atom]
         out["element"][b, :t] = np.asarray(f.element)[atom]

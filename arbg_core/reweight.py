@@ -287,10 +287,13 @@ def reweight(xyz: np.ndarray, log_q: np.ndarray, energy_fn, *, log_q_fn=None,
     live = status != DROPPED
     extras = {}
     log_q_used = log_q.copy()
-    if check and log_q_fn is not None and live.any():
+    # A draw with log q = -inf came from outside the parametrization (a body-frame model's
+    # tokens with b_x <= 0 or c_y <= 0, DESIGN §17): weight 0, whatever its mirror image.
+    two_sided = live & (log_q > -np.inf)
+    if check and log_q_fn is not None and two_sided.any():
         log_q_mirror = np.full(len(xyz), np.nan)
-        log_q_mirror[live] = np.asarray(log_q_fn(-np.asarray(xyz)[live]), np.float64)
-        log_q_used[live] = np.logaddexp(log_q[live], log_q_mirror[live])
+        log_q_mirror[two_sided] = np.asarray(log_q_fn(-np.asarray(xyz)[two_sided]), np.float64)
+        log_q_used[two_sided] = np.logaddexp(log_q[two_sided], log_q_mirror[two_sided])
         extras["log_q_mirror"] = log_q_mirror
     u = np.full(len(xyz), np.nan)
     if live.any():

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from . import frames
 from .model import ArBG, Conditioning, KVCache, conditioning, token_log_probs
 from .peptide import AtomFeatures
 from .tokenizer import Tokenizer
@@ -126,13 +127,14 @@ def sample(model: ArBG, tokenizer: Tokenizer, features: AtomFeatures, n: int, ta
            bf16: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Draw n conformations of one system: xyz (n, A, 3) float32 nm and log_q (n,) float64.
 
-    xyz are not re-centered (q is a density on R^{3A}; score them with `log_prob(center=False)`).
-    Same seed and device -> same samples. progress(done, total) counts generated coordinates
-    (total = n * 3A). bf16: autocast the forward pass (default: on CUDA only).
+    xyz are not re-centered (centered frame: q is a density on R^{3A}; body frame: on the
+    conformations with the first frame atom at the origin; score them with
+    `log_prob(center=False)`). Same seed and device -> same samples. progress(done, total)
+    counts generated tokens (total = n * T). bf16: autocast the forward pass (default: CUDA only).
     """
     device = resolve_device(device)
     generator = torch.Generator(device=device).manual_seed(seed)
-    cond = conditioning(features, device=device)
+    cond = conditioning(features, device=device, frame=tokenizer.cfg.frame)
     T = cond.n_tokens
     if T > model.cfg.max_tokens:
         raise ValueError(f"{T // 3} atoms exceed the model's max_atoms {model.cfg.max_atoms}")
@@ -150,8 +152,10 @@ def sample(model: ArBG, tokenizer: Tokenizer, features: AtomFeatures, n: int, ta
                 bins, lp = extend(model, cond, cache, bos, 0, T, tau, generator, on_token)
             else:
                 bins, lp = _generate_uncached(model, cond, B, tau, generator, on_token)
-            xyz.append(tokenizer.decode(bins, generator).cpu().numpy())
-            log_q.append(lp.cpu().numpy() + tokenizer.log_jacobian(features.n_atoms))
+            x, frame_jac = tokenizer.decode_system(bins, features, generator)  # (B, A, 3), (B,)
+            xyz.append(x.cpu().numpy())
+            log_q.append(lp.cpu().numpy() + tokenizer.log_jacobian_tokens(T)
+                         + frame_jac.cpu().numpy())
     if not xyz:
         return np.zeros((0, features.n_atoms, 3), np.float32), np.zeros(0, np.float64)
     return np.concatenate(xyz), np.concatenate(log_q)
@@ -170,19 +174,22 @@ def log_prob(model: ArBG, tokenizer: Tokenizer, features: AtomFeatures, xyz: np.
 
     center=False scores x exactly as given (use it for samples and their mirror images);
     center=True first removes each frame's centroid (data frames, whose position is arbitrary).
+    The body frame scores any x by its conformation (position and orientation removed).
     Points outside the box are scored as their clamped bin.
     """
     device = resolve_device(device)
     xyz = np.asarray(xyz)
     if xyz.ndim != 3 or xyz.shape[1:] != (features.n_atoms, 3):
         raise ValueError(f"xyz must be (n, {features.n_atoms}, 3), got {xyz.shape}")
-    cond = conditioning(features, device=device)
-    jac = tokenizer.log_jacobian(features.n_atoms)
+    cond = conditioning(features, device=device, frame=tokenizer.cfg.frame)
+    jac = tokenizer.log_jacobian_tokens(cond.n_tokens)
     out = []
     with inference(model, device, bf16):
         for first in range(0, len(xyz), batch_size):
-            bins, _ = tokenizer.encode(xyz[first:first + batch_size], center=center)
-            out.append(bins_log_prob(model, bins.to(device), cond, tau).cpu().numpy() + jac)
+            bins, _, frame_jac = tokenizer.encode_system(xyz[first:first + batch_size], features,
+                                                         center=center)
+            lp = bins_log_prob(model, bins.to(device), cond, tau).cpu().numpy()
+            out.append(lp + jac + frame_jac.numpy())
     return np.concatenate(out) if out else np.zeros(0, np.float64)
 
 
@@ -191,11 +198,13 @@ class BlockProposal:
 
     The one place SMC touches the model. It owns the particles' KV cache, bins (n, T) and
     accumulated log q (n,). `proposal(r)`, r = 1..R in order, generates the atoms of
-    blocks[r - 1] = [start, stop), tokens [3 start, 3 stop), and returns their coordinates
-    xyz (n, stop - start, 3) float32 nm (uniformly dequantized with the generator, not centered)
-    and the log q increment (n,) float64: the block's log P_j plus its share of the Jacobian, so
-    the increments of all blocks sum to log q(x) as `sample` returns it. `reorder(indices)`
-    applies SMC resampling to the cache, bins and log q together.
+    blocks[r - 1] = [start, stop), tokens [3 start, 3 stop) (body frame: 6 fewer, all from the
+    first block, which holds the frame atoms), and returns their coordinates xyz
+    (n, stop - start, 3) float32 nm (uniformly dequantized with the generator, not centered; body
+    frame: rotated by each particle's uniform rotation, drawn with the first block) and the log q
+    increment (n,) float64: the block's log P_j plus its share of the Jacobian, so the increments
+    of all blocks sum to log q(x) as `sample` returns it. `reorder(indices)` applies SMC
+    resampling to the cache, bins, rotations and log q together.
     """
 
     def __init__(self, model: ArBG, tokenizer: Tokenizer, features: AtomFeatures, n: int,
@@ -205,13 +214,17 @@ class BlockProposal:
         self.device = resolve_device(device)
         self.generator = generator or torch.Generator(device=self.device).manual_seed(seed)
         self.blocks = [(int(a), int(b)) for a, b in blocks]
-        self.cond = conditioning(features, device=self.device)
+        self.features, self.body = features, tokenizer.cfg.frame == "body"
+        self.cond = conditioning(features, device=self.device, frame=tokenizer.cfg.frame)
         T = self.cond.n_tokens
         if T > model.cfg.max_tokens:
             raise ValueError(f"{T // 3} atoms exceed the model's max_atoms {model.cfg.max_atoms}")
         if self.blocks[0][0] != 0 or self.blocks[-1][1] != features.n_atoms or any(
                 a[1] != b[0] for a, b in zip(self.blocks, self.blocks[1:])):
             raise ValueError("blocks must tile the atoms [0, n_atoms) in order")
+        if self.body and max(frames.frame_atoms(features)) >= self.blocks[0][1]:
+            raise ValueError("the body frame's atoms must lie in the first block")
+        self.rotations = None  # body frame: (n, 3, 3), drawn with the first block
         with inference(model, self.device, bf16) as dtype:
             self.cache = KVCache(model.cfg, n, T, device=self.device, dtype=dtype)
         self.bins = torch.zeros(n, T, dtype=torch.long, device=self.device)
@@ -226,7 +239,7 @@ class BlockProposal:
     def __call__(self, r: int) -> tuple[np.ndarray, np.ndarray]:
         if r != self.n_blocks_done + 1:
             raise ValueError(f"block {r} requested after {self.n_blocks_done} blocks")
-        start, stop = 3 * self.blocks[r - 1][0], 3 * self.blocks[r - 1][1]  # token range
+        start, stop = self._tokens(r)
         if start == 0:
             last = torch.full((self.n,), self.model.bos, dtype=torch.long, device=self.device)
         else:
@@ -235,12 +248,36 @@ class BlockProposal:
             new, lp = extend(self.model, self.cond, self.cache, last, start, stop, self.tau,
                              self.generator)
             self.bins[:, start:stop] = new
-            xyz = self.tokenizer.decode(new, self.generator).cpu().numpy()  # (n, A_r, 3)
-        inc = lp.cpu().numpy() + self.tokenizer.log_jacobian((stop - start) // 3)
+            xyz, frame_jac = self._decode(r, new)  # (n, A_r, 3), (n,)
+        inc = lp.cpu().numpy() + self.tokenizer.log_jacobian_tokens(stop - start) + frame_jac
         self.log_q = self.log_q + inc
         self.n_blocks_done = r
         self.n_evaluations += self.n * (stop - start)
         return xyz, inc
+
+    def _tokens(self, r: int) -> tuple[int, int]:
+        """Token range [start, stop) of block r (1-based)."""
+        start, stop = 3 * self.blocks[r - 1][0], 3 * self.blocks[r - 1][1]
+        if self.body:  # the frame atoms' six fixed coordinates are no tokens
+            start, stop = max(start - 6, 0), stop - 6
+        return start, stop
+
+    def _decode(self, r: int, new: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Block r's bins (n, t) -> (xyz (n, A_r, 3) float32 nm, frame log-Jacobian (n,))."""
+        values = self.tokenizer.decode(new, self.generator).double()  # (n, t / 3, 3) nm
+        if not self.body:
+            return values.float().cpu().numpy(), np.zeros(self.n)
+        if r > 1:
+            return frames.rebuild(values, self.rotations).float().cpu().numpy(), np.zeros(self.n)
+        stop = self.blocks[0][1]  # the first block: the frame and the rest of its atoms
+        frame = frames.frame_atoms(self.features)
+        atom, axis = frames.token_atoms_and_axes(self.features.n_atoms, frame)
+        t = 3 * stop - 6
+        c = torch.zeros(self.n, stop, 3, dtype=torch.float64, device=values.device)
+        c[:, atom[:t], axis[:t]] = values.flatten(1)
+        self.rotations = frames.random_rotations(self.n, self.generator, device=values.device)
+        jac = frames.log_jacobian(c, frame).cpu().numpy()
+        return frames.rebuild(c, self.rotations).float().cpu().numpy(), jac
 
     def reorder(self, indices) -> None:
         """Particle i becomes old particle indices[i] (repeats allowed; n may change)."""
@@ -248,4 +285,6 @@ class BlockProposal:
         with inference(self.model, self.device, self.bf16):
             self.cache.reorder(idx)
             self.bins = self.bins.index_select(0, idx)
+            if self.rotations is not None:
+                self.rotations = self.rotations.index_select(0, idx)
         self.log_q = self.log_q[np.asarray(indices)]

@@ -192,6 +192,7 @@ def _draw_block(proposal: Proposal, r: int, pop: _Growing | None) -> _Growing:
     pop.t_gen += t_gen
     pop.parts.append(np.asarray(xyz_r, dtype=np.float32))
     pop.log_q = pop.log_q + log_q_r
+    pop.log_w[log_q_r == -np.inf] = -np.inf  # drawn outside the parametrization: dead at once
     return pop
 
 

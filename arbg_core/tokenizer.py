@@ -1,5 +1,10 @@
 """Coordinates <-> bins, and the Jacobian that turns bin probabilities into a density in nm.
 
+The config's `frame` (frames.py) says what the tokens are: "centered" (the paper's, described
+here) or "body" (3A - 6 coordinates in the frame of three bonded atoms, DESIGN §17; its extra
+log-Jacobian comes from `frames.BodyFrame`). `encode_system` / `decode_system` go through the
+frame and return that per-sample term; `encode` / `decode` are the centered value path.
+
 A frame is normalized (centroid removed, divided by a scalar `std` in nm), flattened atom-major
 as (x, y, z) per atom, so token j is axis j % 3 of atom j // 3, and each value in [-a, a] is put
 in one of `n_bins` equal bins of width h = 2a / n_bins. Sampling draws a bin k and then the value
@@ -19,6 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .frames import get_frame
+from .peptide import AtomFeatures
+
 ArrayLike = np.ndarray | torch.Tensor
 
 
@@ -27,10 +35,12 @@ class TokenizerConfig:
     n_bins: int = 1024  # L
     a: float = 3.0  # half-width of the box, in units of std
     std: float = 1.0  # nm per normalized unit
+    frame: str = "centered"  # frames.FRAMES; checkpoints older than the body frame are centered
 
     def __post_init__(self):
         if self.n_bins < 2 or self.a <= 0 or self.std <= 0:
             raise ValueError(f"invalid tokenizer config {self}: need n_bins >= 2, a > 0, std > 0")
+        get_frame(self.frame)  # ValueError naming the frames
 
     @property
     def h(self) -> float:
@@ -55,11 +65,16 @@ class Tokenizer:
         return self.cfg.h
 
     @staticmethod
-    def fit_std(xyz: ArrayLike) -> float:
-        """Scalar std (nm) of centered frames: sqrt(mean over frames, atoms, axes of x^2)."""
-        x = _as_float64(xyz)  # (B, A, 3)
-        x = x - x.mean(dim=1, keepdim=True)
-        return float(x.pow(2).mean().sqrt())
+    def fit_std(xyz: ArrayLike, features: AtomFeatures | None = None,
+                frame: str = "centered") -> float:
+        """Scalar std (nm) of the token values: sqrt(mean of value^2) over frames and tokens
+        (centered frame: of the centered coordinates; body frame: needs the system's features)."""
+        if frame == "centered":
+            x = _as_float64(xyz)  # (B, A, 3)
+            x = x - x.mean(dim=1, keepdim=True)
+            return float(x.pow(2).mean().sqrt())
+        values, _ = get_frame(frame).values(xyz, features)
+        return float(values.pow(2).mean().sqrt())
 
     def normalize(self, xyz: ArrayLike, center: bool = True) -> torch.Tensor:
         """(B, A, 3) nm -> (B, A, 3) float64 normalized; centroid removed per frame if `center`."""
@@ -74,11 +89,33 @@ class Tokenizer:
         `center=False` encodes the coordinates as given; use it to score samples exactly, since
         the model's density lives on all of R^{3A} (samples are not exactly centered).
         """
-        z = self.normalize(xyz, center=center).flatten(1)  # (B, 3A), atom-major
+        return self._bins(self.normalize(xyz, center=center).flatten(1))  # (B, 3A), atom-major
+
+    def encode_system(self, xyz: ArrayLike, features: AtomFeatures, center: bool = True
+                      ) -> tuple[torch.Tensor, float, torch.Tensor]:
+        """(B, A, 3) nm -> (bins (B, T), clamped_fraction, frame log-Jacobian (B,) float64)
+        through the config's frame; T = 3A (centered) or 3A - 6 (body)."""
+        values, log_jac = get_frame(self.cfg.frame).values(xyz, features, center=center)
+        bins, clamped = self._bins(values / self.cfg.std)
+        return bins, clamped, log_jac
+
+    def decode_system(self, bins: torch.Tensor, features: AtomFeatures,
+                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T) bins -> (xyz (B, A, 3) float32 nm, frame log-Jacobian (B,) float64). The body
+        frame draws a uniform rotation per sample from `generator` after the dequantization."""
+        values = self.decode(bins, generator).flatten(1)  # (B, T) nm, each inside its bin
+        xyz, log_jac = get_frame(self.cfg.frame).positions(values, features, generator)
+        return xyz.float(), log_jac.to(values.device)
+
+    def log_jacobian_tokens(self, n_tokens: int) -> float:
+        """log q(values) - sum_j log P_j(k_j) for `n_tokens` token values in nm."""
+        return -n_tokens * (math.log(self.h) + math.log(self.cfg.std))
+
+    def _bins(self, z: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """Normalized values (B, T) -> (bins (B, T) long, clamped fraction)."""
         a, n = self.cfg.a, self.cfg.n_bins
         clamped = float((z.abs() > a).double().mean()) if z.numel() else 0.0
-        bins = torch.floor((z + a) / self.h).long().clamp_(0, n - 1)
-        return bins, clamped
+        return torch.floor((z + a) / self.h).long().clamp_(0, n - 1), clamped
 
     def decode(self, bins: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """(B, 3A) bins -> (B, A, 3) float32 torch tensor in nm, not centered.

@@ -70,6 +70,9 @@ class TrainConfig:
     save_every: int = _help(500, "steps between saves of last/ and train_state.pt")
     seed: int = _help(0, "seed of the initial weights and of the batches")
     init: str | None = _help(None, "checkpoint whose weights start the run (fresh optimizer)")
+    frame: str = _help("centered", "what the tokens are: centered (all 3A coordinates, random "
+                       "rotations in training; the paper's) | body (3A - 6 coordinates in the "
+                       "frame of three bonded atoms, a uniform rotation when sampling)")
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -142,7 +145,7 @@ def train(data: FrameData, out_dir: str | Path, cfg: TrainConfig = TrainConfig()
     """Train a single-system model on `data`; returns a summary dict (also written to out_dir)."""
     if len(data.xyz_train) == 0:
         raise ValueError("no training frames")
-    std = cfg.std_nm or Tokenizer.fit_std(data.xyz_train)
+    std = cfg.std_nm or Tokenizer.fit_std(data.xyz_train, data.features, cfg.frame)
     extra = {"frames": data.meta.get("frames"), "sources": data.meta.get("sources")}
     return _fit(data, {"val_nll": data.validation_frames(cfg.val_frames)}, out_dir, cfg,
                 a=cfg.a or A_SINGLE, std=std, system=data.meta.get("system"), extra=extra,
@@ -206,7 +209,7 @@ def _fit(source: FrameData | Corpus, vals: dict, out_dir, cfg: TrainConfig, *, a
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
     mcfg = ModelConfig.preset(cfg.size, n_bins=cfg.n_bins)
-    tok = Tokenizer(TokenizerConfig(n_bins=mcfg.n_bins, a=a, std=std))
+    tok = Tokenizer(TokenizerConfig(n_bins=mcfg.n_bins, a=a, std=std, frame=cfg.frame))
     clamped = clamped_fraction(tok, source)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = ArBG(mcfg).to(dev)
@@ -232,8 +235,11 @@ def _fit(source: FrameData | Corpus, vals: dict, out_dir, cfg: TrainConfig, *, a
 
 def _fingerprint(provenance: dict, std: float, cfg: TrainConfig, mcfg: ModelConfig) -> str:
     """What a resumed run must share with the run it continues (std is fitted to the frames)."""
-    return json.dumps({"frames": provenance.get("frames"), "std_nm": float(std),
-                       "size": cfg.size, "n_bins": mcfg.n_bins}, sort_keys=True)
+    same = {"frames": provenance.get("frames"), "std_nm": float(std), "size": cfg.size,
+            "n_bins": mcfg.n_bins}
+    if cfg.frame != "centered":  # runs from before the body frame resume as they are
+        same["frame"] = cfg.frame
+    return json.dumps(same, sort_keys=True)
 
 
 def _set_lr(opts: list[torch.optim.Optimizer], factor: float) -> None:

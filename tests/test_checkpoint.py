@@ -137,6 +137,8 @@ def test_real_shipped_dir_is_listable():
     assert {"ala2", "aaa", "dipeptides"} <= {e.name for e in shipped}
     for entry in shipped:
         raw = json.loads((entry.path / "config.json").read_text())
+        assert entry.config.tokenizer.frame == raw["tokenizer"].get("frame", "centered")
+        raw["tokenizer"].setdefault("frame", "centered")  # written before the body frame
         assert entry.config.to_json() == raw  # typed and back, nothing lost
         assert entry.transferable == (raw["system"] is None) == raw["transferable"]
         assert entry.card.raw == json.loads((entry.path / "card.json").read_text())

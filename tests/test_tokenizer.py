@@ -90,7 +90,7 @@ def test_density_integrates_to_one_over_the_box():
     cfg = TokenizerConfig(n_bins=16, a=1.0, std=0.5)
     tok = Tokenizer(cfg)
     torch.manual_seed(0)
-    model = ArBG(ModelConfig.preset("tiny", n_bins=16))
+    model = ArBG(ModelConfig.preset("tiny", n_bins=16)).eval()
     with torch.no_grad():  # make the conditionals far from uniform
         model.head.weight.mul_(50.0)
     one_atom = AtomFeatures(*(np.array([v]) for v in (2, 3, 1, 0)))
