@@ -38,7 +38,7 @@ test: setup browser-deps
 	$(BIN)/python -m pytest -q
 
 bench: setup
-	$(BIN)/python -m arbg_core.bench --out results
+	$(BIN)/python -m arbg_core.cli bench --out results
 
 clean:
 	rm -rf $(VENV) static/.npm $(STATIC)

@@ -43,39 +43,43 @@ DEFAULTS = {  # per mode, for the flags left unset
 GOALS = {"e_w2": 1.0, "t_w2": 0.35, "ess_fraction": 0.02}  # transferable, reweighted mean
 
 
-def _flag(help: str, type=str, default=None, required: bool = False, mode: str = ""):
-    return field(default=default, metadata={"help": help, "type": type, "required": required,
+REQUIRED = ("checkpoint", "md", "name")
+
+
+def _flag(default, help: str, mode: str = ""):
+    """A ShipConfig field; `mode`: the only kind of model the flag is for ("" for both)."""
+    return field(default=default, metadata={"help": help + (f" ({mode} only)" if mode else ""),
                                             "mode": mode})
 
 
 @dataclass(frozen=True)
 class ShipConfig:
-    """The flags of `arbg ship`, one field each (flag --name-with-dashes)."""
-    checkpoint: str = _flag("trained checkpoint folder, e.g. runs/ala2/best", required=True)
-    md: str = _flag("`arbg md` folder of the preset-temperature run (per-system) or "
-                    "`arbg md --sequences` folder of the corpus (--transferable)", required=True)
-    name: str = _flag("name of the shipped model", required=True)
-    transferable: bool = _flag("ship a transferable (sequence-conditioned) model", bool, False)
-    train_frames: int = _flag("frames of each replica seen in training", int, mode="per-system")
-    taus: str = _flag("comma-separated taus to try (default 0.9,...,1.1; transferable 0.8,0.9,1.0)")
-    n_tune: int = _flag("proposals per validation system and tau (default 20000; transferable "
-                        "10000)", int)
-    n_proposals: int = _flag("proposals per test system", int, 100_000)
-    n_eval: int = _flag("samples and frames compared", int, 10_000)
-    ref_frames: int = _flag("frames per shipped test ensemble (default 10000; transferable 2000)",
-                            int)
-    lag: int = _flag("TICA lag in reference frames", int, 10)
-    batch_size: int = _flag("sampling batch (default 256; transferable 512)", int)
-    seed: int = _flag("seed of the test draws (tuning uses seed + 1)", int, 0)
-    training_summary: str = _flag("summary.json of the training run, for the card")
-    notes: str = _flag("free text for the card", default="")
-    dest: str = _flag("root of assets/ and results/ (the repository)", default=".")
-    tune_only: bool = _flag("write results/tau_NAME.json and stop", bool, False, mode="per-system")
-    tuning: str = _flag("tau tuning JSON of an earlier --tune-only run", mode="per-system")
-    wait: bool = _flag("evaluate test sequences as their MD finishes, until all are done", bool,
-                       False, mode="transferable")
-    shard: str = _flag("i/n: evaluate only every n-th test sequence from i, then stop",
-                       mode="transferable")
+    """The flags of `arbg ship`, one field each (--name-with-dashes); None: the mode's default."""
+    checkpoint: str = _flag(None, "trained checkpoint folder, e.g. runs/ala2/best")
+    md: str = _flag(None, "`arbg md` folder of the preset-temperature run (per-system) or "
+                          "`arbg md --sequences` folder of the corpus (--transferable)")
+    name: str = _flag(None, "name of the shipped model")
+    transferable: bool = _flag(False, "ship a transferable (sequence-conditioned) model")
+    train_frames: int = _flag(None, "frames of each replica seen in training", "per-system")
+    taus: str = _flag(None, "comma-separated taus to try (per-system 0.9,0.95,1.0,1.05,1.1; "
+                            "transferable 0.8,0.9,1.0)")
+    n_tune: int = _flag(None, "proposals per validation system and tau (20000; transferable "
+                              "10000)")
+    n_proposals: int = _flag(100_000, "proposals per test system")
+    n_eval: int = _flag(10_000, "samples and frames compared")
+    ref_frames: int = _flag(None, "frames per shipped test ensemble (10000; transferable 2000)")
+    lag: int = _flag(10, "TICA lag in reference frames")
+    batch_size: int = _flag(None, "sampling batch (256; transferable 512)")
+    seed: int = _flag(0, "seed of the test draws (tuning uses seed + 1)")
+    training_summary: str = _flag(None, "summary.json of the training run, for the card")
+    notes: str = _flag("", "free text for the card")
+    dest: str = _flag(".", "root of assets/ and results/ (the repository)")
+    tune_only: bool = _flag(False, "write results/tau_NAME.json and stop", "per-system")
+    tuning: str = _flag(None, "tau tuning JSON of an earlier --tune-only run", "per-system")
+    wait: bool = _flag(False, "evaluate test sequences as their MD finishes, until all are done",
+                       "transferable")
+    shard: str = _flag(None, "i/n: evaluate only every n-th test sequence from i, then stop",
+                       "transferable")
 
     def resolved(self) -> "ShipConfig":
         """The mode's defaults for the flags left unset."""
@@ -92,14 +96,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("ship", help="tune tau, evaluate on test MD, write the card and ship",
                        description=__doc__.split("\n\n")[0],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in fields(ShipConfig):
-        meta, flag = f.metadata, "--" + f.name.replace("_", "-")
-        helptext = meta["help"] + (f" ({meta['mode']} only)" if meta["mode"] else "")
-        if meta["type"] is bool:
-            p.add_argument(flag, action="store_true", help=helptext)
-        else:
-            p.add_argument(flag, type=meta["type"], default=f.default, required=meta["required"],
-                           metavar=f.name.upper(), help=helptext)
+    from .cli import add_config_flags
+
+    add_config_flags(p, ShipConfig, required=REQUIRED)
     p.set_defaults(func=cmd_ship)
     return p
 
@@ -120,7 +119,7 @@ def script(transferable: bool):
     def script_main(argv: list[str] | None = None) -> None:
         import sys
 
-        from .cli import UsageError
+        from .errors import UsageError
 
         argv = sys.argv[1:] if argv is None else list(argv)
         try:
@@ -132,7 +131,7 @@ def script(transferable: bool):
 
 
 def cmd_ship(args) -> None:
-    from .cli import UsageError
+    from .errors import UsageError
 
     cfg = ShipConfig(**{f.name: getattr(args, f.name) for f in fields(ShipConfig)})
     mode = "transferable" if cfg.transferable else "per-system"
@@ -156,7 +155,7 @@ def cmd_ship(args) -> None:
 
 def _load(path: str):
     from . import checkpoint
-    from .cli import UsageError
+    from .errors import UsageError
 
     try:
         return checkpoint.load(path)

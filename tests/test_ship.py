@@ -12,7 +12,7 @@ from arbg_core.model import ArBG, ModelConfig
 from arbg_core.tokenizer import TokenizerConfig
 
 SYSTEM = {"sequence": "A", "termini": "capped", "preset": "amber99sbildn-obc"}
-SIZES = ["--taus", "0.9,1.0", "--n-tune", "48", "--n-proposals", "96", "--n-eval", "30",
+SIZES = ["--taus", "0.9,1.0", "--n-tune", "48", "--n-proposals", "96", "--n-eval", "20",
          "--lag", "2", "--batch-size", "48", "--seed", "3"]
 
 
@@ -45,9 +45,9 @@ def tiny_transferable(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def md_run(tmp_path_factory, ala2):
-    """60 ps of alanine dipeptide: frames 27..30 validate, 30..60 test (--train-frames 30)."""
+    """40 ps of alanine dipeptide: frames 18..20 validate, 20..40 test (--train-frames 20)."""
     out = tmp_path_factory.mktemp("md") / "ala2"
-    run_md(ala2.topology, ala2.xyz, out, MDConfig(ns=0.06, warmup_ps=2, chunk_frames=30, seed=5,
+    run_md(ala2.topology, ala2.xyz, out, MDConfig(ns=0.04, warmup_ps=2, chunk_frames=20, seed=5,
                                                   platform="Reference"))
     return out
 
@@ -86,7 +86,7 @@ def _evaluate(tmp_path, model, reference, tau, *extra):
 
 
 def test_ship_per_system_reproduces(tmp_path, tiny, md_run):
-    args = ["--checkpoint", str(tiny), "--md", str(md_run), "--train-frames", "30",
+    args = ["--checkpoint", str(tiny), "--md", str(md_run), "--train-frames", "20",
             "--name", "t", *SIZES]
     for dest in ("a", "b"):
         ship.main([*args, "--dest", str(tmp_path / dest)])
@@ -136,10 +136,10 @@ def test_ship_transferable_reproduces_and_caches(tmp_path, tiny_transferable, co
 def test_ship_usage_errors(tmp_path, tiny, tiny_transferable, md_run):
     base = ["--md", str(md_run), "--name", "x", "--dest", str(tmp_path)]
     cases = [(["--checkpoint", str(tiny)], "--train-frames"),
-             (["--checkpoint", str(tiny_transferable), "--train-frames", "30"], "add --transferable"),
+             (["--checkpoint", str(tiny_transferable), "--train-frames", "20"], "add --transferable"),
              (["--checkpoint", str(tiny), "--transferable"], "drop --transferable"),
-             (["--checkpoint", str(tiny), "--train-frames", "30", "--wait"], "transferable models"),
-             (["--checkpoint", str(tmp_path / "nope"), "--train-frames", "30"], "nope"),
+             (["--checkpoint", str(tiny), "--train-frames", "20", "--wait"], "transferable models"),
+             (["--checkpoint", str(tmp_path / "nope"), "--train-frames", "20"], "nope"),
              (["--checkpoint", str(tiny), "--train-frames", "600"], "nothing to test on")]
     for argv, match in cases:
         with pytest.raises(cli.UsageError, match=match):

@@ -1,7 +1,7 @@
 """Benchmarks behind `make bench`: each module's `run(out_dir=...)` measures one thing and writes
 OUT/NAME*.json (DESIGN §13). They are modules of the installed package, run by name:
 
-    run_benchmark("energy", "results")         # or: python -m arbg_core.bench energy --out results
+    arbg bench energy --out results            # run_benchmark("energy", "results")
     python -m arbg_core.bench.energy --md-steps 500 --out /tmp/b   # one benchmark, its own knobs
 
 `app` drives the Streamlit app (app.py, pages/) in a browser, which live in a source checkout
