@@ -96,9 +96,15 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("ship", help="tune tau, evaluate on test MD, write the card and ship",
                        description=__doc__.split("\n\n")[0],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    from .cli import add_config_flags
-
-    add_config_flags(p, ShipConfig, required=REQUIRED)
+    types = {"int": int, "str": str}
+    for f in fields(ShipConfig):  # not cli.add_config_flags: cli imports this module
+        flag = "--" + f.name.replace("_", "-")
+        if f.type == "bool":
+            p.add_argument(flag, action="store_true", help=f.metadata["help"])
+            continue
+        shown = "" if f.default in (None, "") else f" (default {f.default})"
+        p.add_argument(flag, type=types[f.type], default=f.default, required=f.name in REQUIRED,
+                       help=f.metadata["help"] + shown)
     p.set_defaults(func=cmd_ship)
     return p
 

@@ -116,7 +116,7 @@ def evaluate_target(loaded, target: Target, tau: float, n: int, n_eval: int, lag
     result = _sample(loaded, target, n, tau, seed, batch_size)
     sample_s = time.perf_counter() - t0
     report = evaluate(result, target.reference, out_dir, lag=lag, n_eval=n_eval, seed=seed,
-                      energy_model=target.energy)
+                      energy_model=target.energy).report
     return Evaluation(report, sample_s, time.perf_counter() - t0)
 
 
