@@ -15,19 +15,51 @@ evaluation.phi_positive_basin_reference_md.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from arbg_core.energy import EnergyModel, get_preset
+from arbg_core.files import read_json, write_json
+from arbg_core.md import load_run, run_meta
+from arbg_core.metrics import ramachandran_angles
+from arbg_core.report import alpha_l, alpha_l_entries, phi_basin_population, temperature_weights
 
-from arbg_core.energy import EnergyModel, get_preset  # noqa: E402
-from arbg_core.md import load_run, run_meta  # noqa: E402
-from arbg_core.metrics import ramachandran_angles  # noqa: E402
-from arbg_core.report import alpha_l, alpha_l_entries, phi_basin_population, temperature_weights  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent  # the checkout this script belongs to
+
+
+def run_row(folder: Path, n_blocks: int) -> dict:
+    """One `arbg md` folder: its basin population at the preset temperature, with errors."""
+    meta = run_meta(folder)
+    t_run, preset_name, save_ps = (float(meta["temperature_k"]), meta["config"]["preset"],
+                                   float(meta["config"]["save_ps"]))
+    traj = load_run(folder)
+    preset = get_preset(preset_name)
+    u = EnergyModel(traj.topology, preset_name).reduced_energy(traj.xyz)
+    w = temperature_weights(u, t_run, preset.temperature_k)
+    phi, _, _ = ramachandran_angles(traj)
+    pop = phi_basin_population(phi, None if t_run == preset.temperature_k else w, n_blocks=n_blocks)
+    row = {"md": str(folder), "temperature_k": t_run, "preset": preset_name,
+           "frames": int(traj.n_frames), "ns": traj.n_frames * save_ps / 1000.0,
+           "frames_in_basin": int(alpha_l(phi[:, 0]).sum()),
+           "entries": alpha_l_entries(phi[:, 0]), **pop}
+    print(f"{folder} ({t_run:g} K, {traj.n_frames} frames): p = {100 * pop['p_alpha_l']:.2f} "
+          f"± {100 * pop['stderr']:.2f} % at {preset.temperature_k:g} K "
+          f"(n_eff {pop['n_effective']:.0f}, {row['entries']} entries)")
+    return row
+
+
+def combine(rows: list[dict]) -> dict | None:
+    """Inverse-variance combination of the runs that entered the basin at all."""
+    usable = [r for r in rows if r["entries"] > 0]
+    if not usable:
+        return None
+    iv = np.array([1.0 / r["stderr"] ** 2 for r in usable])
+    p_c = float(np.sum(iv * [r["p_alpha_l"] for r in usable]) / iv.sum())
+    print(f"combined: {100 * p_c:.2f} ± {100 * float(1.0 / np.sqrt(iv.sum())):.2f} %")
+    return {"p_alpha_l": p_c, "stderr": float(1.0 / np.sqrt(iv.sum())),
+            "runs": [r["md"] for r in usable]}
 
 
 def main(argv=None):
@@ -38,48 +70,21 @@ def main(argv=None):
     p.add_argument("--card", help="model card to store the result in")
     a = p.parse_args(argv)
 
-    rows, preset_names = [], set()
-    for folder in map(Path, a.md):
-        meta = run_meta(folder)
-        t_run, preset_name, save_ps = (float(meta["temperature_k"]), meta["config"]["preset"],
-                                       float(meta["config"]["save_ps"]))
-        preset_names.add(preset_name)
-        traj = load_run(folder)
-        preset = get_preset(preset_name)
-        u = EnergyModel(traj.topology, preset_name).reduced_energy(traj.xyz)
-        w = temperature_weights(u, t_run, preset.temperature_k)
-        phi, _, _ = ramachandran_angles(traj)
-        pop = phi_basin_population(phi, None if t_run == preset.temperature_k else w, n_blocks=a.blocks)
-        rows.append({"md": str(folder), "temperature_k": t_run, "frames": int(traj.n_frames),
-                     "ns": traj.n_frames * save_ps / 1000.0,
-                     "frames_in_basin": int(alpha_l(phi[:, 0]).sum()),
-                     "entries": alpha_l_entries(phi[:, 0]), **pop})
-        print(f"{folder} ({t_run:g} K, {traj.n_frames} frames): p = {100 * pop['p_alpha_l']:.2f} "
-              f"± {100 * pop['stderr']:.2f} % at {preset.temperature_k:g} K "
-              f"(n_eff {pop['n_effective']:.0f}, {rows[-1]['entries']} entries)")
-    if len(preset_names) != 1:
-        raise SystemExit(f"runs of different force fields: {sorted(preset_names)}")
-    # inverse-variance combination of the runs that entered the basin at all
-    usable = [r for r in rows if r["entries"] > 0]
-    combined = None
-    if usable:
-        iv = np.array([1.0 / r["stderr"] ** 2 for r in usable])
-        p_c = float(np.sum(iv * [r["p_alpha_l"] for r in usable]) / iv.sum())
-        combined = {"p_alpha_l": p_c, "stderr": float(1.0 / np.sqrt(iv.sum())),
-                    "runs": [r["md"] for r in usable]}
-        print(f"combined: {100 * p_c:.2f} ± {100 * combined['stderr']:.2f} %")
+    rows = [run_row(folder, a.blocks) for folder in map(Path, a.md)]
+    presets = sorted({r.pop("preset") for r in rows})
+    if len(presets) != 1:
+        raise SystemExit(f"runs of different force fields: {presets}")
     result = {"name": a.name, "basin": "alphaL / C7ax, 0 < phi < 120 deg (first residue with phi)",
-              "preset": preset_names.pop(), "runs": rows, "combined": combined,
+              "preset": presets[0], "runs": rows, "combined": combine(rows),
               "method": "each run's frames reweighted by exp(-(1 - T/T_run) u) to the preset "
                         f"temperature; errors: max(Kish, spread of {a.blocks} time blocks)",
               "command": "python " + " ".join(["scripts/basin_reference.py"] +
                                                (argv if argv is not None else sys.argv[1:]))}
-    out = ROOT / "results" / f"basin_reference_{a.name}.json"
-    out.write_text(json.dumps(result, indent=2))
+    out = write_json(ROOT / "results" / f"basin_reference_{a.name}.json", result)
     if a.card:
-        card = json.loads(Path(a.card).read_text())
+        card = read_json(a.card)
         card.setdefault("evaluation", {})["phi_positive_basin_reference_md"] = result
-        Path(a.card).write_text(json.dumps(card, indent=2))
+        write_json(a.card, card)
     print(f"-> {out}")
 
 

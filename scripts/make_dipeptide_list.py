@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from arbg_core.data import RESERVED
+from arbg_core.peptide import AMINO_ACIDS
 
-from arbg_core.data import RESERVED  # noqa: E402
-from arbg_core.peptide import AMINO_ACIDS  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent  # the checkout this script belongs to
 
 SEED = 2026
 N_PERMUTATIONS, N_VAL, N_TEST = 5, 10, 20

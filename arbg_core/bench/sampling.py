@@ -5,20 +5,16 @@ forward pass does not depend on training), batch 1024 by default. Both ratios ar
 by side in one run, so they hold on a noisy machine:
   - speedup = samples/s with cache / samples/s without;
   - mfu = model FLOP/s while sampling with the cache / FLOP/s of a large fp32 matmul.
-Usage: python bench/sampling.py [--out results] [--batch 1024] [--device cpu|cuda]
+Usage: python -m arbg_core.bench.sampling [--out results] [--batch 1024] [--device cpu|cuda]
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write  # noqa: E402
+from .common import cli, write
 
 
 def model_flops_per_sample(cfg, n_tokens: int) -> float:
@@ -40,7 +36,8 @@ def matmul_flops_per_s(device, n=2048, repeats=10, dtype=torch.float32) -> float
     return 2 * n ** 3 * repeats / (time.perf_counter() - t0)
 
 
-def run(out_dir="results", batch=1024, device="cpu", n_uncached=None, size="small") -> dict:
+def run(out_dir: str = "results", batch: int = 1024, device: str = "cpu",
+        n_uncached: int | None = None, size: str = "small") -> dict:
     from arbg_core import peptide
     from arbg_core.model import ArBG, ModelConfig
     from arbg_core.sampling import sample
@@ -78,11 +75,4 @@ def run(out_dir="results", batch=1024, device="cpu", n_uncached=None, size="smal
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="results")
-    p.add_argument("--batch", type=int, default=1024)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--size", default="small")
-    a = p.parse_args()
-    r = run(a.out, a.batch, a.device, size=a.size)
-    print({k: v for k, v in r.items() if not isinstance(v, dict)})
+    cli(run, __doc__)

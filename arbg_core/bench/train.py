@@ -4,24 +4,21 @@
 tri-alanine: 42 atoms, 126 tokens). fp32 and bf16 steps alternate in one run, so their ratio holds
 on a noisy machine. On CPUs with bf16 matrix units (AMX) `arbg train` picks bf16 by itself
 (`--bf16 auto`); the JSON records whether this machine qualifies.
-Usage: python bench/train.py [--out results] [--device cpu|cuda] [--batch 256] [--sequence AAA]
+Usage: python -m arbg_core.bench.train [--out results] [--device cpu|cuda] [--batch 256] [--sequence AAA]
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write  # noqa: E402
+from .common import cli, write
 
 
-def run(out_dir="results", device="cpu", batch=256, sequence="AAA", size="small", steps=4, rounds=3) -> dict:
+def run(out_dir: str = "results", device: str = "cpu", batch: int = 256, sequence: str = "AAA",
+        size: str = "small", steps: int = 4, rounds: int = 3) -> dict:
     from arbg_core.model import ArBG, ModelConfig, conditioning, train_loss
     from arbg_core.peptide import build
     from arbg_core.train import cpu_bf16_is_faster
@@ -67,10 +64,4 @@ def run(out_dir="results", device="cpu", batch=256, sequence="AAA", size="small"
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="results")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--sequence", default="AAA")
-    a = p.parse_args()
-    run(a.out, a.device, a.batch, a.sequence)
+    cli(run, __doc__, show=lambda result: None)  # run prints its line

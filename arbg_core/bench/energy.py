@@ -2,20 +2,16 @@
 
 Single-point reduced energies/s and MD ns/day for capped A (alanine dipeptide), zwitterionic
 AAAAAA and chignolin (GYDPETGTWG), on the Reference and CPU platforms, both presets.
-Usage: python bench/energy.py [--out results] [--md-steps 5000]
+Usage: python -m arbg_core.bench.energy [--out results] [--md-steps 5000]
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write  # noqa: E402
+from .common import cli, write
 
 SYSTEMS = [("A", "capped"), ("AAAAAA", "zwitterionic"), ("GYDPETGTWG", "zwitterionic")]
 
@@ -37,7 +33,7 @@ def md_ns_per_day(system, xyz, platform_name, temperature_k, steps) -> float:
     return steps * 1e-6 / (time.perf_counter() - t0) * 86400.0
 
 
-def run(out_dir="results", md_steps=5000, n_energies=500) -> dict:
+def run(out_dir: str = "results", md_steps: int = 5000, n_energies: int = 500) -> dict:
     from arbg_core import peptide
     from arbg_core.energy import PRESETS, EnergyModel
 
@@ -63,11 +59,11 @@ def run(out_dir="results", md_steps=5000, n_energies=500) -> dict:
     return result
 
 
-if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="results")
-    p.add_argument("--md-steps", type=int, default=5000)
-    a = p.parse_args()
-    for row in run(a.out, a.md_steps)["rows"]:
+def _show(result: dict) -> None:
+    for row in result["rows"]:
         print(f"{row['system']:14s} {row['atoms']:4d} {row['preset']:18s} {row['platform']:22s} "
               f"{row['energies_per_s']:9.0f} energies/s {row['md_ns_per_day']:8.0f} ns/day")
+
+
+if __name__ == "__main__":
+    cli(run, __doc__, show=_show)

@@ -3,32 +3,31 @@
 On a shipped model (default: the capped tri-alanine one if present, else alanine dipeptide),
 5 seeds each: ESS fraction, E-W2 and T-W2 of the reweighted ensemble against the shipped test
 ensemble, and the fraction of SMC wall time spent in (partial) energies.
-Usage: python bench/smc.py [--out results] [--model NAME] [--n 4096] [--seeds 5]
+Usage: python -m arbg_core.bench.smc [--out results] [--model NAME] [--n 4096] [--seeds 5]
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
+from . import BenchmarkUnavailable
+from .common import cli, write
 
 
-def _default_model():
+def _default_model() -> str:
+    from arbg_core import checkpoint
+
+    shipped = {entry.name for entry in checkpoint.list_shipped()}
     for name in ("aaa", "ala2"):
-        if (ROOT / "assets" / "models" / name).exists():
+        if name in shipped:
             return name
-    raise SystemExit("no shipped model under assets/models: train and ship one first")
+    raise BenchmarkUnavailable("neither shipped model aaa nor ala2 is installed: ship one first")
 
 
-def run(out_dir="results", model=None, n=4096, seeds=5, batch_size=1024) -> dict:
+def run(out_dir: str = "results", model: str | None = None, n: int = 4096, seeds: int = 5,
+        batch_size: int = 1024) -> dict:
     from arbg_core import checkpoint
     from arbg_core.energy import EnergyModel
     from arbg_core.metrics import e_w2, t_w2, backbone_torsions
@@ -39,10 +38,11 @@ def run(out_dir="results", model=None, n=4096, seeds=5, batch_size=1024) -> dict
 
     name = model or _default_model()
     loaded = checkpoint.load(checkpoint.resolve(name))
-    system = loaded.config["system"]
-    pep = build(system["sequence"], system["termini"])
-    em = EnergyModel(pep.topology, system["preset"])
-    ref = load_reference(ROOT / "assets" / "reference" / f"{name}.npz")
+    system = loaded.config.system
+    pep = build(system.sequence, system.termini)
+    em = EnergyModel(pep.topology, system.preset)
+    # the shipped test ensemble beside the shipped models (assets/reference/NAME.npz)
+    ref = load_reference(checkpoint.SHIPPED_DIR.parent / "reference" / f"{name}.npz")
     u_ref = em.reduced_energy(ref.xyz)
     ang_ref = np.concatenate(backbone_torsions(ref), axis=1)
     rows = []
@@ -86,10 +86,4 @@ def run(out_dir="results", model=None, n=4096, seeds=5, batch_size=1024) -> dict
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="results")
-    p.add_argument("--model")
-    p.add_argument("--n", type=int, default=4096)
-    p.add_argument("--seeds", type=int, default=5)
-    a = p.parse_args()
-    print(run(a.out, a.model, a.n, a.seeds)["summary"])
+    cli(run, __doc__, show=lambda result: print(result["summary"]))

@@ -7,24 +7,21 @@ run; its effective samples are n_frames / (2 tau_int), tau_int the integrated au
 time (Sokal's window, c = 5) of the slowest of cos/sin of the backbone torsions. Plain 300 K MD
 of this length never crosses into the alphaL basin, which its tau_int cannot see: the MD figure
 is an optimistic bound.
-Usage: python bench/e2e.py [--out results] [--n 5000] [--md-ns 2]
+Usage: python -m arbg_core.bench.e2e [--out results] [--n 5000] [--md-ns 2]
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write  # noqa: E402
+from .common import cli, write
 
 
-def run(out_dir="results", n=5000, md_ns=2.0) -> dict:
+def run(out_dir: str = "results", n: int = 5000, md_ns: float = 2.0) -> dict:
     from arbg_core import checkpoint
     from arbg_core.md import MDConfig, load_run, run_md
     from arbg_core.metrics import backbone_torsions, integrated_autocorrelation_time
@@ -75,9 +72,4 @@ def run(out_dir="results", n=5000, md_ns=2.0) -> dict:
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="results")
-    p.add_argument("--n", type=int, default=5000)
-    p.add_argument("--md-ns", type=float, default=2.0)
-    a = p.parse_args()
-    run(a.out, a.n, a.md_ns)
+    cli(run, __doc__, show=lambda result: None)  # run prints its line
