@@ -106,6 +106,7 @@ def _add_train_parser(sub):
 
 
 def build_parser():
+    from . import ship
     from .energy import PRESETS
     from .md import MDConfig
 
@@ -151,6 +152,8 @@ def build_parser():
     p.add_argument("--lag", type=int, default=10, help="TICA lag in reference frames")
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(func=cmd.cmd_evaluate)
+
+    ship.add_parser(sub)
 
     p = sub.add_parser("bench", help="run benchmarks, results as JSON",
                        description="The package's benchmarks; each writes OUT/NAME*.json.")
