@@ -9,7 +9,7 @@ from arbg_core import checkpoint
 from arbg_core.model import ArBG, ModelConfig, conditioning, shift_right
 from arbg_core.tokenizer import TokenizerConfig
 
-from conftest import toy_features
+from toys import toy_features
 
 SYSTEM = {"sequence": "A", "termini": "capped", "preset": "amber99sbildn-obc"}
 

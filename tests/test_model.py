@@ -7,7 +7,7 @@ import torch
 from arbg_core.model import SIZES, ArBG, KVCache, ModelConfig, conditioning, shift_right, train_loss
 from arbg_core.peptide import AtomFeatures
 from arbg_core.tokenizer import Tokenizer, TokenizerConfig
-from conftest import toy_features
+from toys import toy_features
 
 
 def tiny_model(seed: int = 0, **kw) -> ArBG:

@@ -7,7 +7,7 @@ from arbg_core.model import ArBG, ModelConfig, conditioning
 from arbg_core.sampling import bins_log_prob, extend, inference, log_prob, sample
 from arbg_core.tokenizer import Tokenizer, TokenizerConfig
 
-from conftest import toy_features
+from toys import toy_features
 
 
 def setup(n_bins=64, seed=0, sharpen=5.0):
