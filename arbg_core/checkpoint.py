@@ -175,21 +175,11 @@ class ModelEntry:
     config: CheckpointConfig
     card: Card
 
-    @property
-    def system(self) -> SystemSpec | None:
-        return self.config.system
-
-    @property
-    def transferable(self) -> bool:
-        return self.config.transferable
-
-    @property
-    def preset(self) -> str:
-        return self.config.preset
-
-    @property
-    def tau(self) -> float:
-        return self.card.default_tau
+    # what the app and CLI ask of an entry, answered by its records
+    system = property(lambda self: self.config.system, doc="SystemSpec, None if transferable")
+    transferable = property(lambda self: self.config.transferable)
+    preset = property(lambda self: self.config.preset)
+    tau = property(lambda self: self.card.default_tau, doc="the card's tau, else 1")
 
     @property
     def title(self) -> str:
