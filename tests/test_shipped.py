@@ -87,7 +87,7 @@ def test_shipped_model_reweights_to_md(name):
     # The reweighted mean energy sits where MD's is (kT): a broken model is off by tens of kT.
     from arbg_core.energy import EnergyModel
 
-    u_md = EnergyModel(pep.topology, system["preset"]).reduced_energy(reference.xyz[::5])
+    u_md = EnergyModel(pep.topology, system.preset).reduced_energy(reference.xyz[::5])
     live = ens.weights > 0
     w, u = ens.weights[live], ens.u[live]
     u_ours = np.sum(w * u)
