@@ -11,39 +11,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import MISSING, fields
 
 from . import commands as cmd
 from .errors import UsageError
-
-
-# --------------------------------------------------------------------- flags from config fields
-
-_TYPES = {"int": int, "float": float, "str": str}
-
-
-def add_config_flags(p, cls, rename=None, skip=(), defaults=None, choices=None,
-                     required=()) -> None:
-    """One flag per field of dataclass `cls`: --field-name (or rename[field]), the field's type,
-    default (or defaults[field]), help from its metadata, choices from its metadata (or
-    choices[field]). A bool field that defaults to True becomes --no-NAME. Fields in `skip` get
-    no flag; fields in `required` must be given."""
-    rename, defaults, choices = rename or {}, defaults or {}, choices or {}
-    for f in fields(cls):
-        if f.name in skip:
-            continue
-        flag = rename.get(f.name, "--" + f.name.replace("_", "-"))
-        default = defaults.get(f.name, f.default if f.default is not MISSING else None)
-        help_ = f.metadata.get("help", "")
-        if f.type == "bool":
-            action = "store_false" if default else "store_true"
-            p.add_argument(flag, dest=f.name, action=action, help=help_)
-            continue
-        base = f.type.split("|")[0].strip()
-        kind = _TYPES.get(base, str)
-        shown = "" if default is None else f" (default {default})"
-        p.add_argument(flag, dest=f.name, type=kind, default=default, required=f.name in required,
-                       choices=choices.get(f.name, f.metadata.get("choices")), help=help_ + shown)
+from .flags import add_config_flags
 
 
 def _termini_flag(p, default="zwitterionic"):

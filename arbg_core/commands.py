@@ -6,17 +6,11 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 
 from .errors import UsageError
-
-
-def config_from(cls, args, **overrides):
-    """The dataclass `cls` from the parsed flags add_config_flags made (skipped fields keep
-    their defaults unless given in overrides)."""
-    given = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
-    return cls(**(given | overrides))
+from .flags import config_from
 
 
 def is_main_process() -> bool:

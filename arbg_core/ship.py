@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from .files import read_json, write_json
+from .flags import add_config_flags, config_from
 from .tune import (MDCorpus, Target, best_tau, cached, evaluate_target, evaluation_row, log,
                    mean_table, split_replicas, tune_tau, weights_hash)
 
@@ -96,15 +97,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("ship", help="tune tau, evaluate on test MD, write the card and ship",
                        description=__doc__.split("\n\n")[0],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    types = {"int": int, "str": str}
-    for f in fields(ShipConfig):  # not cli.add_config_flags: cli imports this module
-        flag = "--" + f.name.replace("_", "-")
-        if f.type == "bool":
-            p.add_argument(flag, action="store_true", help=f.metadata["help"])
-            continue
-        shown = "" if f.default in (None, "") else f" (default {f.default})"
-        p.add_argument(flag, type=types[f.type], default=f.default, required=f.name in REQUIRED,
-                       help=f.metadata["help"] + shown)
+    add_config_flags(p, ShipConfig, required=REQUIRED)
     p.set_defaults(func=cmd_ship)
     return p
 
@@ -139,7 +132,7 @@ def script(transferable: bool):
 def cmd_ship(args) -> None:
     from .errors import UsageError
 
-    cfg = ShipConfig(**{f.name: getattr(args, f.name) for f in fields(ShipConfig)})
+    cfg = config_from(ShipConfig, args)
     mode = "transferable" if cfg.transferable else "per-system"
     wrong = [f.name for f in fields(ShipConfig) if f.metadata["mode"] not in ("", mode)
              and getattr(cfg, f.name) not in (None, False)]
