@@ -25,6 +25,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from . import packed
 from .files import atomic_path, write_json
 from .peptide import AtomFeatures, atom_features
 
@@ -84,12 +85,13 @@ class FrameData:
 
     @classmethod
     def load(cls, path: str | Path, mmap: bool = False) -> "FrameData":
-        """Read a .npz; with `mmap`, frames of an uncompressed file are memory-mapped (read-only)."""
+        """Read a .npz (plain or packed); `mmap`: memory-map the frames of an uncompressed one."""
         with np.load(path, allow_pickle=False) as z:
             feats = AtomFeatures(z["element"], z["atom_name"], z["residue_type"], z["residue_index"])
             keys = ("xyz_train", "xyz_val", "xyz_test")
-            mapped = [_memmap_member(path, k) if mmap else None for k in keys]
-            xyz = [z[k] if m is None else m for k, m in zip(keys, mapped)]
+            arrays = packed.load_arrays(z) if packed.is_packed(z) else z  # int16 (packed.py)
+            mapped = [_memmap_member(path, k) if mmap and arrays is z else None for k in keys]
+            xyz = [arrays[k] if m is None else m for k, m in zip(keys, mapped)]
             return cls(*xyz, feats, str(z["topology_pdb"]), json.loads(str(z["meta"])))
 
 
@@ -104,10 +106,9 @@ def _memmap_member(path: str | Path, key: str) -> np.ndarray | None:
         local = f.read(30)  # the local file header: its name and extra field precede the data
         name_len, extra_len = struct.unpack("<HH", local[26:30])
         f.seek(info.header_offset + 30 + name_len + extra_len)
-        major, _ = np.lib.format.read_magic(f)
         fmt = np.lib.format
-        read_header = fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0
-        shape, fortran, dtype = read_header(f)
+        major = fmt.read_magic(f)[0]
+        shape, fortran, dtype = (fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0)(f)
         offset = f.tell()
     if 0 in shape:
         return np.zeros(shape, dtype)
