@@ -203,7 +203,12 @@ def cmd_train(args):
         raise UsageError("train needs --data and --out (or --save-data alone, or --dry-run)")
     data = _load_data(args)
     if args.save_data:
-        data.save(args.save_data)
+        if args.pack:
+            from . import packed
+
+            packed.save(data, args.save_data)
+        else:
+            data.save(args.save_data)
         print(f"dataset {data.meta['frames']} -> {args.save_data}")
         if not args.out:  # prepare once here, train elsewhere (e.g. a GPU machine)
             return

@@ -8,20 +8,24 @@ the body frame is itself, so tokenizing a packed frame never amplifies the round
 the raw lab frame would, through the frame's rotation: about 7x at 1 nm from a 0.15 nm bond).
 The coordinates are then stored as integer multiples of STEP_NM = 2^-16 nm (1.5e-5 nm) about
 each atom's mean position (float64, kept in the file): int16 when every deviation fits
-(+-0.5 nm, e.g. alanine dipeptide), else int32 (the high bytes compress away). Every stored
+(+-0.5 nm), else int32, then split into byte planes and compressed with lzma (1 ps MD frames
+are nearly independent, so about 1.8 bytes per coordinate remain: 200 ns of alanine dipeptide
+is 24 MB, which fits beside the tracked tree under the device transfer limit). Every stored
 coordinate is within STEP/2 of the canonicalized original, plus float32's rounding of the
 result (`max_error_nm`); the frame atoms' fixed zeros stay exactly zero; centering adds at most
 another STEP/2 and a rotation keeps the per-atom error's norm. So a token value moves by at most
 1.5e-5 nm: at least 13x below the finest bin in use (alanine dipeptide's body frame at 4,096 bins
 over 6 std: 2.0e-4 nm; the transferable model's 8,192 bins over 9 x 0.25 nm: 2.7e-4 nm).
 
-A packed `.npz` holds what `FrameData.save` writes with `q_train`, `q_val`, `q_test` (int16) and
-`step_nm` in place of the float32 `xyz_*`; `FrameData.load` reads both kinds.
+A packed `.npz` holds what `FrameData.save` writes, with `q_train`, `q_val`, `q_test` (the
+compressed planes), `q_shapes`, `step_nm` and `mean_nm` in place of the float32 `xyz_*`;
+`FrameData.load` reads both kinds.
 """
 
 from __future__ import annotations
 
 import json
+import lzma
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +65,18 @@ def quantize(xyz: np.ndarray, step_nm: float = STEP_NM) -> np.ndarray:
                      f"{step_nm:g} nm steps")
 
 
+def compress(q: np.ndarray) -> np.ndarray:
+    """Integer array -> uint8 lzma stream of its byte planes (all lowest bytes first, ...)."""
+    planes = np.ascontiguousarray(q.reshape(-1).view(np.uint8).reshape(-1, q.itemsize).T)
+    return np.frombuffer(lzma.compress(planes.tobytes(), preset=6), np.uint8)
+
+
+def decompress(blob: np.ndarray, shape, dtype) -> np.ndarray:
+    dtype = np.dtype(dtype)
+    planes = np.frombuffer(lzma.decompress(blob.tobytes()), np.uint8).reshape(dtype.itemsize, -1)
+    return np.ascontiguousarray(planes.T).view(dtype).reshape(shape)
+
+
 def save(data, path: str | Path) -> dict:
     """Write a FrameData packed; returns its packing record (also stored in meta['packing'])."""
     body = {s: to_body_frame(getattr(data, f"xyz_{s}"), data.features) for s in SPLITS}
@@ -70,26 +86,28 @@ def save(data, path: str | Path) -> dict:
     q = {s: quantize(body[s] - mean) for s in SPLITS}
     dtype = max((a.dtype for a in q.values()), key=lambda d: d.itemsize)
     extent = max((float(np.abs(b).max()) for b in frames), default=0.0)
-    packing = {"format": f"{dtype.name} fixed point about each atom's mean, body frame",
-               "step_nm": STEP_NM, "max_error_nm": STEP_NM / 2 + extent * 2.0 ** -23}
+    packing = {"format": f"{dtype.name} fixed point about each atom's mean, body frame, lzma",
+               "dtype": dtype.name, "step_nm": STEP_NM,
+               "max_error_nm": STEP_NM / 2 + extent * 2.0 ** -23}
     meta = dict(data.meta) | {"packing": packing}
     f = data.features
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path, suffix=".npz") as tmp:
-        np.savez_compressed(
-            tmp, **{f"q_{s}": q[s].astype(dtype) for s in SPLITS},
-            step_nm=np.float64(STEP_NM), mean_nm=mean, element=f.element, atom_name=f.atom_name,
-            residue_type=f.residue_type, residue_index=f.residue_index,
-            topology_pdb=np.array(data.topology_pdb), meta=np.array(json.dumps(meta)))
+        np.savez(tmp, **{f"q_{s}": compress(q[s].astype(dtype)) for s in SPLITS},
+                 q_shapes=np.array([q[s].shape for s in SPLITS]), step_nm=np.float64(STEP_NM),
+                 mean_nm=mean, element=f.element, atom_name=f.atom_name,
+                 residue_type=f.residue_type, residue_index=f.residue_index,
+                 topology_pdb=np.array(data.topology_pdb), meta=np.array(json.dumps(meta)))
     return packing
 
 
 def load_arrays(z) -> dict[str, np.ndarray]:
     """The float32 xyz_train/val/test (nm) of an open packed .npz."""
     step, mean = float(z["step_nm"]), z["mean_nm"]
-    return {f"xyz_{s}": (mean + z[f"q_{s}"].astype(np.float64) * step).astype(np.float32)
-            for s in SPLITS}
+    dtype = json.loads(str(z["meta"]))["packing"]["dtype"]
+    return {f"xyz_{s}": (mean + decompress(z[f"q_{s}"], shape, dtype) * step).astype(np.float32)
+            for s, shape in zip(SPLITS, z["q_shapes"].tolist())}
 
 
 def is_packed(z) -> bool:
