@@ -14,11 +14,8 @@ frames, a = 3), `train_transferable` from a `Corpus` of many sequences in right-
 
 from __future__ import annotations
 
-import functools
 import json
-import math
 import os
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -26,10 +23,11 @@ from typing import Callable
 import torch
 
 from . import checkpoint
-from .batches import clamped_fraction, encode_batch, validation_nll
+from .batches import clamped_fraction
 from .data import Corpus, FrameData, prepare_corpus
-from .files import atomic_path, write_json
-from .model import ArBG, ModelConfig, train_loss
+from .files import write_json
+from .loop import Run, cpu_bf16_is_faster, lr_factor  # noqa: F401 (train's API)
+from .model import ArBG, ModelConfig
 from .tokenizer import Tokenizer, TokenizerConfig
 
 A_SINGLE, A_TRANSFERABLE = 3.0, 4.5  # box half-width in units of std (paper)
@@ -40,8 +38,7 @@ TRANSFERABLE_STD_NM = 0.25
 
 
 OPTIMIZERS = ("adamw", "muon")  # TrainConfig.optimizer
-BF16_MODES = ("auto", "on", "off")  # TrainConfig.bf16
-STATE_FILE = "train_state.pt"  # everything --resume needs
+BF16_MODES = ("auto", "on", "off")  # TrainConfig.bf16, .compile, .resident
 
 
 def _help(default, text: str):
@@ -73,14 +70,15 @@ class TrainConfig:
     frame: str = _help("centered", "what the tokens are: centered (all 3A coordinates, random "
                        "rotations in training; the paper's) | body (3A - 6 coordinates in the "
                        "frame of three bonded atoms, a uniform rotation when sampling)")
-
-
-def lr_factor(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up, then cosine decay to min_lr_ratio."""
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    budget_s: float | None = _help(None, "wall-clock seconds this process may run: it stops "
+                                   "cleanly before (last/, best/, state/ saved); --resume goes on")
+    log_every: int = _help(1, "steps between progress reports (each reads the loss back from "
+                           "the device: use ~50 on a GPU)")
+    resident: str = _help("auto", "keep the training frames on the device and draw, rotate and "
+                          "tokenize batches there: auto (CUDA, one system) | on | off")
+    compile: str = _help("auto", "torch.compile the training step: auto (CUDA) | on | off")
+    moments: str = _help("fp32", "dtype of the optimizer moments in state/: fp32 (exact resume) "
+                         "| bf16 (half the size, for the device transfer limit)")
 
 
 def _optimizers(model: ArBG, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
@@ -95,36 +93,6 @@ def _optimizers(model: ArBG, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
                                  adjust_lr_fn="match_rms_adamw"),
                 torch.optim.AdamW(rest, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))]
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose {' or '.join(OPTIMIZERS)}")
-
-
-def _use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
-    if cfg.bf16 == "on":
-        return True
-    if cfg.bf16 == "off":
-        return False
-    if device.type == "cpu":
-        return cpu_bf16_is_faster()
-    return device.type == "cuda" and torch.cuda.is_bf16_supported()
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_bf16_is_faster(speedup: float = 1.5) -> bool:
-    """Whether a bf16 matmul of training's shape runs `speedup` times faster than fp32 on this CPU
-    (5-10x with AMX units; training a `small` model then takes ~1.7x less time). The best of
-    several timings after a warm-up, so a busy machine or a kernel's first-call set-up does not
-    decide it."""
-    a, b = torch.randn(8192, 128), torch.randn(128, 384)
-
-    def best(x, y):
-        x @ y  # warm-up: oneDNN builds its bf16 kernels on first use
-        times = []
-        for _ in range(9):
-            t = time.perf_counter()
-            x @ y
-            times.append(time.perf_counter() - t)
-        return min(times)
-
-    return best(a, b) > speedup * best(a.bfloat16(), b.bfloat16())
 
 
 def _setup(device: str) -> tuple[int, int, int, torch.device]:
@@ -215,14 +183,17 @@ def _fit(source: FrameData | Corpus, vals: dict, out_dir, cfg: TrainConfig, *, a
     model = ArBG(mcfg).to(dev)
     if cfg.init:
         _init_from(model, tok, cfg.init)
-    run = _Run(cfg, out, model, _optimizers(model, cfg), tok, dev, rank, world, system,
+    run = Run(cfg, out, model, _optimizers(model, cfg), tok, dev, rank, world, system,
                provenance, clamped, _fingerprint(provenance, std, cfg, mcfg),
                {"train": asdict(cfg), "clamped_fraction": clamped, "std_nm": std,
                 "world_size": world} | extra)
     state = run.resume() if resume else None
-    run.start(state)  # after resume: bf16's CPU probe draws from the global RNG
+    run.start(state, source)  # after resume: bf16's CPU probe draws from the global RNG
     for step in range(run.start_step, cfg.steps):
         run.step(step, source, vals, progress)
+        if run.out_of_time(step + 1):
+            run.stop_early(step + 1, vals)
+            break
     if world > 1:
         torch.distributed.barrier()
     summary = run.summary()
@@ -240,141 +211,3 @@ def _fingerprint(provenance: dict, std: float, cfg: TrainConfig, mcfg: ModelConf
     if cfg.frame != "centered":  # runs from before the body frame resume as they are
         same["frame"] = cfg.frame
     return json.dumps(same, sort_keys=True)
-
-
-def _set_lr(opts: list[torch.optim.Optimizer], factor: float) -> None:
-    for opt in opts:
-        for group in opt.param_groups:
-            group.setdefault("base_lr", group["lr"])  # saved with the optimizer state
-            group["lr"] = group["base_lr"] * factor
-
-
-@dataclass
-class _Run:
-    """One training run: what its steps share. Rank 0 validates and saves."""
-
-    cfg: TrainConfig
-    out: Path
-    model: ArBG
-    opts: list
-    tok: Tokenizer
-    dev: torch.device
-    rank: int
-    world: int
-    system: dict | None
-    provenance: dict
-    clamped: float
-    fingerprint: str
-    extra: dict  # checkpoint config extras
-    start_step: int = 0
-    best_val: float = float("inf")
-    history: list = field(default_factory=list)
-    elapsed0: float = 0.0  # seconds of the runs this one continues
-    val: float | None = None  # the latest validation NLL
-    tokens: int = 0  # real tokens trained on by this rank
-    # set by start():
-    ddp_model: torch.nn.Module = field(init=False)
-    bf16: bool = field(init=False)
-    gen: torch.Generator = field(init=False)
-    t0: float = field(init=False)  # time.perf_counter() at the first step
-
-    def elapsed(self) -> float:
-        return self.elapsed0 + time.perf_counter() - self.t0
-
-    def resume(self) -> dict | None:
-        """Load train_state.pt if there is one (weights, optimizers, history); returns it."""
-        if not (self.out / STATE_FILE).exists():
-            return None
-        # Our own file: weights_only=True all the same (tensors, numbers and dicts only).
-        state = torch.load(self.out / STATE_FILE, map_location="cpu", weights_only=True)
-        if state.get("fingerprint", self.fingerprint) != self.fingerprint:
-            raise ValueError(f"{self.out} was trained on other data or settings "
-                             f"({state['fingerprint']}, now {self.fingerprint}): resume with the "
-                             "same --data and --size, or start a new --out")
-        self.model.load_state_dict(state["model"])
-        for opt, s in zip(self.opts, state["optimizers"]):
-            opt.load_state_dict(s)
-        self.start_step, self.best_val = int(state["step"]), float(state["best_val"])
-        self.history, self.elapsed0 = json.loads(state["history"]), float(state["elapsed_s"])
-        return state
-
-    def start(self, state: dict | None) -> None:
-        """DDP wrapper, bf16 choice and the batch generator; starts the clock."""
-        cfg, world = self.cfg, self.world
-        self.ddp_model = self.model
-        if world > 1:
-            self.ddp_model = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.dev.index] if self.dev.type == "cuda" else None)
-        self.bf16 = _use_bf16(cfg, self.dev)
-        self.gen = torch.Generator().manual_seed(
-            cfg.seed * 1000 + self.rank * 7919 + (self.start_step if world > 1 else 0))
-        if state is not None and world == 1:
-            self.gen.set_state(state["generator"])  # draws what the unbroken run would
-        self.t0 = time.perf_counter()
-        self.model.train()
-
-    def step(self, step: int, source, vals: dict, progress) -> None:
-        """One optimizer step, then (rank 0) validation, saving and the progress callback."""
-        cfg = self.cfg
-        _set_lr(self.opts, lr_factor(step, cfg))
-        per_rank = max(1, cfg.batch_size // self.world)
-        bins, cond, _ = encode_batch(self.tok, source.sample_batch(per_rank, self.gen), self.gen)
-        bins, cond = bins.to(self.dev, non_blocking=True), cond.to(self.dev)
-        self.tokens += int(cond.valid.sum())
-        with torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=self.bf16):
-            loss = train_loss(self.ddp_model, bins, cond)
-        for opt in self.opts:
-            opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        for opt in self.opts:
-            opt.step()
-        done = step + 1
-        is_last = done == cfg.steps
-        if self.rank != 0:
-            return
-        if done % cfg.val_every == 0 or is_last:
-            self.validate(done, loss.item(), vals)
-        if done % cfg.save_every == 0 or is_last:
-            self.save("last", done, self.val)
-            self.save_state(done)
-        if progress:
-            progress(done, cfg.steps, {"loss": loss.item(), "grad_norm": float(gnorm),
-                                       "val_nll": self.val,
-                                       "lr": self.opts[0].param_groups[0]["lr"]})
-
-    def validate(self, done: int, train_loss: float, vals: dict) -> None:
-        """NLL of every validation set into the history; a new best is saved to best/."""
-        nlls = {k: validation_nll(self.model, self.tok, groups, self.dev, bf16=self.bf16)
-                for k, groups in vals.items()}
-        self.val = nlls[next(iter(vals))]
-        self.history.append({"step": done, "train_loss": train_loss} | nlls)
-        if self.val < self.best_val:
-            self.best_val = self.val
-            self.save("best", done, self.val)
-
-    def save(self, name: str, step: int, val: float | None) -> None:
-        card = {"steps": step, "val_nll": val, "wall_time_s": self.elapsed(),
-                "clamped_fraction": self.clamped, "data": self.provenance}
-        checkpoint.save(self.out / name, self.model, self.tok.cfg, system=self.system, card=card,
-                        transferable=(self.system is None), extra=self.extra)
-
-    def save_state(self, done: int) -> None:
-        """One file holds everything --resume needs, replaced atomically."""
-        with atomic_path(self.out / STATE_FILE) as tmp:
-            torch.save({"step": done, "best_val": self.best_val,
-                        "history": json.dumps(self.history), "elapsed_s": self.elapsed(),
-                        "model": self.model.state_dict(),
-                        "optimizers": [opt.state_dict() for opt in self.opts],
-                        "generator": self.gen.get_state(), "fingerprint": self.fingerprint}, tmp)
-
-    def summary(self) -> dict:
-        wall, seconds = self.elapsed(), max(time.perf_counter() - self.t0, 1e-9)
-        summary = {"steps": self.cfg.steps, "best_val_nll": self.best_val, "history": self.history,
-                   "wall_time_s": wall, "params": self.model.num_params(),
-                   "clamped_fraction": self.clamped, "tokens_per_s": self.tokens * self.world / seconds,
-                   "device": str(self.dev), "bf16": self.bf16, "world_size": self.world,
-                   "transferable": self.system is None}
-        if self.system is None:
-            summary |= {"lengths": self.extra["lengths"], "termini": self.extra["termini"]}
-        return summary
