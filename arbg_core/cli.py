@@ -45,7 +45,7 @@ def _add_train_parser(sub):
     from .energy import DEFAULT_PRESET, PRESETS
     from .frames import FRAMES
     from .model import SIZES
-    from .train import BF16_MODES, OPTIMIZERS, TrainConfig
+    from .train import BF16_MODES, MOMENTS, OPTIMIZERS, SWITCHES, TrainConfig
 
     p = sub.add_parser("train", help="train a model on MD frames",
                        description="Train a per-system model, or with --transferable a "
@@ -65,7 +65,8 @@ def _add_train_parser(sub):
                    help="sequence-conditioned model on a corpus (fixed std, a = 4.5)")
     add_config_flags(p, TrainConfig, rename={"n_bins": "--bins"}, defaults={"save_every": None},
                      choices={"size": SIZES, "optimizer": OPTIMIZERS, "bf16": BF16_MODES,
-                              "frame": tuple(FRAMES)})
+                              "frame": tuple(FRAMES), "resident": SWITCHES,
+                              "compile": SWITCHES, "moments": tuple(MOMENTS)})
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last")
     p.add_argument("--save-data", metavar="FILE.npz",

@@ -26,7 +26,7 @@ from . import checkpoint
 from .batches import clamped_fraction
 from .data import Corpus, FrameData, prepare_corpus
 from .files import write_json
-from .loop import Run, cpu_bf16_is_faster, lr_factor  # noqa: F401 (train's API)
+from .loop import MOMENTS, Run, cpu_bf16_is_faster, lr_factor  # noqa: F401 (train's API)
 from .model import ArBG, ModelConfig
 from .tokenizer import Tokenizer, TokenizerConfig
 
@@ -38,7 +38,8 @@ TRANSFERABLE_STD_NM = 0.25
 
 
 OPTIMIZERS = ("adamw", "muon")  # TrainConfig.optimizer
-BF16_MODES = ("auto", "on", "off")  # TrainConfig.bf16, .compile, .resident
+SWITCHES = ("auto", "on", "off")  # TrainConfig.bf16, .compile, .resident
+BF16_MODES = SWITCHES
 
 
 def _help(default, text: str):

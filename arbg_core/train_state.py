@@ -38,7 +38,7 @@ def _flatten(model, opts, moments_dtype) -> dict[str, torch.Tensor]:
     return {k: v.contiguous() for k, v in tensors.items()}
 
 
-def _shards(tensors: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+def shards_of(tensors: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
     """Greedy: in order, a new shard when the next tensor would pass SHARD_BYTES."""
     shards, size = [{}], 0
     for k, t in tensors.items():
@@ -60,7 +60,7 @@ def save(folder: str | Path, model, opts, generator: torch.Generator, meta: dict
     tmp.mkdir(parents=True)
     tensors = _flatten(model, opts, moments_dtype)
     tensors["rng"] = generator.get_state().cpu()
-    shards = _shards(tensors)
+    shards = shards_of(tensors)
     for n, shard in enumerate(shards):
         save_file(shard, str(tmp / f"state-{n:02d}.safetensors"))
     groups = [opt.state_dict()["param_groups"] for opt in opts]
