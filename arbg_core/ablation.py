@@ -45,7 +45,7 @@ class Setup:
     system: str  # a label: ala2, aaa
     data: str  # arbg md folder (train/val split of it)
     reference: str  # prepared .npz whose test split the evaluation uses
-    steps: int = 400
+    steps: int = 500
     batch_size: int = 256
     size: str = "small"
     n_proposals: int = 100_000
@@ -67,12 +67,19 @@ def commands(setup: Setup, variant: Variant, runs: Path) -> tuple[list[str], lis
     return train, evaluate
 
 
-def row(setup: Setup, variant: Variant, runs: Path) -> dict:
-    """Train and evaluate one variant (or read what an earlier run left), as one table row."""
+def trained(setup: Setup, variant: Variant, runs: Path) -> Path:
+    """Train one variant (resuming a killed run; nothing if it finished); its run folder."""
     out = runs / f"{setup.system}_{variant.name}"
-    train, evaluate = commands(setup, variant, runs)
     if not (out / "summary.json").exists():
-        subprocess.run(train + (["--resume"] if (out / "last").exists() else []), check=True)
+        train, _ = commands(setup, variant, runs)
+        subprocess.run(train + (["--resume"] if (out / "state").exists() else []), check=True)
+    return out
+
+
+def row(setup: Setup, variant: Variant, runs: Path) -> dict:
+    """Evaluate one trained variant (or read what an earlier run left), as one table row."""
+    out = trained(setup, variant, runs)
+    train, evaluate = commands(setup, variant, runs)
     if not (out / "eval" / "report.json").exists():
         subprocess.run(evaluate, check=True)
     summary, report = read_json(out / "summary.json"), read_json(out / "eval" / "report.json")
@@ -80,6 +87,7 @@ def row(setup: Setup, variant: Variant, runs: Path) -> dict:
     n = s["counts"]["n"]
     return {"system": setup.system, "variant": variant.name, **vars(variant),
             "steps": setup.steps, "batch_size": setup.batch_size, "size": setup.size,
+            "data": setup.data,
             "training_tokens_per_s": summary.get("tokens_per_s"),
             "wall_time_s": summary.get("wall_time_s"),
             "val_nll": summary.get("best_val_nll", summary.get("val_nll")),
@@ -93,7 +101,12 @@ def row(setup: Setup, variant: Variant, runs: Path) -> dict:
 
 
 def run(setup: Setup, names: list[str], runs: Path, out_json: Path) -> list[dict]:
-    """Every named variant of `setup`, merged into out_json (rows of other systems are kept)."""
+    """Train every named variant of `setup` first (so the table's training is done before the
+    long evaluations), then evaluate each, merging rows into out_json as they come (rows of
+    other systems and variants are kept)."""
+    for name in names:
+        trained(setup, VARIANTS[name], runs)
+    table = {"rows": []}
     for name in names:
         r = row(setup, VARIANTS[name], runs)
         # read just before writing: another system's run may share the file
@@ -101,7 +114,7 @@ def run(setup: Setup, names: list[str], runs: Path, out_json: Path) -> list[dict
         table["rows"] = [x for x in table["rows"]
                          if (x["system"], x["variant"]) != (r["system"], r["variant"])] + [r]
         write_json(out_json, table)
-    return table["rows"] if names else []
+    return table["rows"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -110,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", required=True)
     p.add_argument("--reference", required=True)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--steps", type=int, default=500)
     p.add_argument("--n-proposals", type=int, default=100_000)
     p.add_argument("--runs", default="runs/ablation")
     p.add_argument("--out", default="results/recipe_ablation.json")
