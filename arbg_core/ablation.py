@@ -35,6 +35,7 @@ VARIANTS = {v.name: v for v in (
     Variant("body"),
     Variant("body_4096", bins=4096),
     Variant("body_adamw", optimizer="adamw", lr=1e-3),
+    Variant("body_heavy", frame="body-heavy"),  # heavy atoms first, then the hydrogens
 )}
 
 

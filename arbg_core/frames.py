@@ -23,7 +23,7 @@ import math
 import numpy as np
 import torch
 
-from .peptide import ATOM_NAMES, RESIDUE_TYPES, AtomFeatures
+from .peptide import ATOM_NAMES, ELEMENTS, RESIDUE_TYPES, AtomFeatures
 
 LOG_ROTATION_VOLUME = math.log(8.0 * math.pi ** 2)  # Haar measure of SO(3)
 FRAME_NAMES = {"ACE": ("CH3", "C", "O")}  # any other first residue: N, CA, C
@@ -144,26 +144,39 @@ class CenteredFrame:
 
 class BodyFrame:
     """DESIGN §17: 3A - 6 coordinates in the frame of three bonded atoms, a uniform rotation on
-    top. Samples have the first frame atom at the origin."""
+    top. Samples have the first frame atom at the origin. `heavy_first` (the frame "body-heavy",
+    a recipe-ablation variant): after the frame, every heavy atom in topology order, then the
+    hydrogens, so residues' tokens are no longer contiguous (no SMC over residue blocks)."""
 
-    name = "body"
+    def __init__(self, heavy_first: bool = False):
+        self.heavy_first = heavy_first
+        self.name = "body-heavy" if heavy_first else "body"
+
+    def _token_map(self, features: AtomFeatures) -> tuple[np.ndarray, np.ndarray]:
+        frame = frame_atoms(features)
+        atom, axis = token_atoms_and_axes(features.n_atoms, frame)
+        if self.heavy_first:  # a stable sort of the atoms after the frame: heavy (0), H (1)
+            hydrogen = np.asarray(features.element)[atom[3:]] == ELEMENTS.index("H")
+            order = np.concatenate([np.arange(3), 3 + np.argsort(hydrogen, kind="stable")])
+            atom, axis = atom[order], axis[order]
+        return atom, axis
 
     def tokens(self, features: AtomFeatures) -> tuple[np.ndarray, np.ndarray]:
-        return token_atoms_and_axes(features.n_atoms, frame_atoms(features))
+        return self._token_map(features)
 
     def values(self, xyz, features: AtomFeatures, center: bool = False):
         """xyz (B, A, 3) anywhere in space -> (values (B, 3A - 6) float64 nm in the body frame,
         log_jac (B,)). `center` has no effect: the frame removes position and orientation."""
         frame = frame_atoms(features)
         c, _ = canonicalize(xyz, frame)
-        atom, axis = token_atoms_and_axes(features.n_atoms, frame)
+        atom, axis = self._token_map(features)
         return c[:, atom, axis], log_jacobian(c, frame)
 
     def positions(self, values, features: AtomFeatures, generator=None):
         """values (B, 3A - 6) -> (xyz (B, A, 3) float64 nm, rotated uniformly at random with
         `generator`, first frame atom at the origin; log_jac (B,))."""
         frame = frame_atoms(features)
-        atom, axis = token_atoms_and_axes(features.n_atoms, frame)
+        atom, axis = self._token_map(features)
         v = _as64(values)
         c = torch.zeros(v.shape[0], features.n_atoms, 3, dtype=torch.float64, device=v.device)
         c[:, atom, axis] = v
@@ -171,7 +184,7 @@ class BodyFrame:
         return rebuild(c, R), log_jacobian(c, frame)
 
 
-FRAMES = {"centered": CenteredFrame(), "body": BodyFrame()}
+FRAMES = {"centered": CenteredFrame(), "body": BodyFrame(), "body-heavy": BodyFrame(True)}
 
 
 def get_frame(name: str):

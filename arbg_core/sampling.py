@@ -214,6 +214,9 @@ class BlockProposal:
         self.device = resolve_device(device)
         self.generator = generator or torch.Generator(device=self.device).manual_seed(seed)
         self.blocks = [(int(a), int(b)) for a, b in blocks]
+        if getattr(frames.get_frame(tokenizer.cfg.frame), "heavy_first", False):
+            raise ValueError("twisted SMC needs each residue's tokens together; the "
+                             f"{tokenizer.cfg.frame!r} frame puts heavy atoms first: use SNIS")
         self.features, self.body = features, tokenizer.cfg.frame == "body"
         self.cond = conditioning(features, device=self.device, frame=tokenizer.cfg.frame)
         T = self.cond.n_tokens

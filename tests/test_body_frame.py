@@ -14,10 +14,10 @@ from arbg_core.sampling import BlockProposal, log_prob, sample
 from arbg_core.tokenizer import Tokenizer, TokenizerConfig
 
 
-def body_model(n_bins=64, std=0.1, seed=0):
+def body_model(n_bins=64, std=0.1, seed=0, frame="body"):
     torch.manual_seed(seed)
     model = ArBG(ModelConfig.preset("tiny", n_bins=n_bins)).eval()
-    return model, Tokenizer(TokenizerConfig(n_bins=n_bins, a=3.0, std=std, frame="body"))
+    return model, Tokenizer(TokenizerConfig(n_bins=n_bins, a=3.0, std=std, frame=frame))
 
 
 def three_atoms():
@@ -27,8 +27,9 @@ def three_atoms():
                         ids(RESIDUE_TYPES, ("ALA",) * 3), np.zeros(3, np.int64))
 
 
-def test_sampled_log_q_is_teacher_forced_log_q_in_any_orientation(ala2):
-    model, tok = body_model()
+@pytest.mark.parametrize("frame", ["body", "body-heavy"])
+def test_sampled_log_q_is_teacher_forced_log_q_in_any_orientation(ala2, frame):
+    model, tok = body_model(frame=frame)
     xyz, lq = sample(model, tok, ala2.features, 64, seed=3, batch_size=32, device="cpu")
     a = frames.frame_atoms(ala2.features)[0]
     assert np.abs(xyz[:, a]).max() < 1e-6  # the first frame atom at the origin
@@ -46,7 +47,20 @@ def test_sampled_log_q_is_teacher_forced_log_q_in_any_orientation(ala2):
                                log_prob(model, tok, ala2.features, xyz.astype(np.float64),
                                         device="cpu"), atol=1e-6)
     # the body frame models 3A - 6 tokens
-    assert len(frames.get_frame("body").tokens(ala2.features)[0]) == 3 * ala2.n_atoms - 6
+    assert len(frames.get_frame(frame).tokens(ala2.features)[0]) == 3 * ala2.n_atoms - 6
+
+
+def test_heavy_first_order_puts_hydrogens_last_and_refuses_smc(ala2):
+    atom, axis = frames.get_frame("body-heavy").tokens(ala2.features)
+    plain, plain_axis = frames.get_frame("body").tokens(ala2.features)
+    hydrogen = np.asarray(ala2.features.element)[atom] == ELEMENTS.index("H")
+    first_h = int(np.argmax(hydrogen))
+    assert first_h > 3 and hydrogen[first_h:].all()  # frame, heavy atoms, then hydrogens
+    assert sorted(zip(atom, axis)) == sorted(zip(plain, plain_axis))  # the same tokens
+    assert np.array_equal(atom[:3], plain[:3])  # the frame's b_x, c_x, c_y first
+    model, tok = body_model(frame="body-heavy")
+    with pytest.raises(ValueError, match="use SNIS"):
+        BlockProposal(model, tok, ala2.features, 4, ala2.residue_blocks, device="cpu")
 
 
 def test_block_proposal_matches_sample_log_q(ala2):

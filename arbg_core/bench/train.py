@@ -70,7 +70,7 @@ def one_size(data, size: str, device: torch.device, batch: int, steps: int, opti
         summary = train(data, out, cfg, device=str(device), progress=progress)
     seconds = marks[2 * steps] - marks[steps]  # the middle window: warmed up, no final save
     model = ArBG(ModelConfig.preset(size, n_bins=n_bins))
-    n_tokens = 3 * data.n_atoms - (6 if frame == "body" else 0)
+    n_tokens = 3 * data.n_atoms - (0 if frame == "centered" else 6)
     tokens_per_s = batch * n_tokens * steps / seconds
     return {"size": size, "params": model.num_params(), "n_bins": model.cfg.n_bins,
             "frames_per_step": batch, "tokens_per_step": batch * n_tokens,
