@@ -120,3 +120,16 @@ def _cond():
     from arbg_core.peptide import build
 
     return conditioning(build("A", "capped").features).window(0, 3)
+
+
+@pytest.mark.gpu
+def test_cuda_path_compiles_and_its_state_resumes_on_the_cpu(tmp_path, toy_data):
+    """On a GPU the defaults are the fast path: resident frames, bf16, a compiled step. Its
+    state continues on the CPU (another device's RNG: a reseeded batch stream, said so)."""
+    first = train(toy_data, tmp_path / "run", cfg(resident="auto", budget_s=0.0), device="cuda")
+    assert first["resident"] and first["bf16"] and not first["finished"]
+    again = train(toy_data, tmp_path / "run", cfg(resident="auto"), resume=True, device="cpu")
+    assert again["finished"] and again["resumed"] == "reseeded"
+    both = train(toy_data, tmp_path / "whole", cfg(resident="auto", frame="centered"),
+                 device="cuda")
+    assert both["finished"] and np.isfinite(both["best_val_nll"])
