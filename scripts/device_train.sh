@@ -7,7 +7,7 @@
 #   arbg train --data data/ala2_t300 --split 0.95,0.05,0 --save-data devcarry/ala2.npz --pack
 #   (after an earlier lease: python -m arbg_core.lease unpack FILES_AT devcarry/run_ala2)
 # On the device (carry: ["devcarry"]):
-#   DATA=devcarry/ala2.npz RUN=devcarry/run_ala2 STEPS=40000 BUDGET_S=420 scripts/device_train.sh
+#   DATA=devcarry/ala2.npz RUN=devcarry/run_ala2 BUDGET_S=420 scripts/device_train.sh
 # Back here: python -m arbg_core.lease unpack FILES_AT devcarry/run_ala2, then
 #   arbg ship --checkpoint devcarry/run_ala2/best ... (or the next lease resumes it).
 #
@@ -15,6 +15,9 @@
 # otherwise it starts. Training stops cleanly BUDGET_S seconds in (a timeout BUDGET_S + 120 s
 # is the backstop), then $OUT receives the state shards, run.tar (JSON, log) and best/'s
 # weights when they differ from the state's: at most 8 files of 16 MiB (arbg_core/lease.py).
+# Defaults: `base` (the paper's 256 x 8) with 4,096 bins (the paper's alanine-dipeptide config),
+# Muon (the paper's optimizer), 4,096 frames a step (the paper: 512; 8x for a compute-bound step
+# on an H200), 6,000 steps = 1.5 billion tokens of alanine dipeptide (the issue's floor: 1e9).
 # BENCH=1 first measures `arbg bench train` (results in the run folder's train_cuda.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,7 +46,7 @@ fi
 set +e
 timeout $(( left + 120 )) "${ARBG[@]}" train --data "$DATA" --out "$RUN" "${resume[@]}" \
   --size "${SIZE:-base}" --bins "${BINS:-4096}" --frame "${FRAME:-body}" \
-  --optimizer "${OPTIMIZER:-muon}" --lr "${LR:-2e-3}" --steps "${STEPS:-20000}" \
+  --optimizer "${OPTIMIZER:-muon}" --lr "${LR:-2e-3}" --steps "${STEPS:-6000}" \
   --batch-size "${BATCH:-4096}" --warmup-steps "${WARMUP:-500}" --seed "${SEED:-0}" \
   --val-every "${VAL_EVERY:-1000}" --log-every "${LOG_EVERY:-100}" --moments "${MOMENTS:-bf16}" \
   --budget-s "$left" --device "$DEVICE" > "$RUN/train.log" 2> "$RUN/train.err"
