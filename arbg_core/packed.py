@@ -112,3 +112,30 @@ def load_arrays(z) -> dict[str, np.ndarray]:
 
 def is_packed(z) -> bool:
     return "step_nm" in z.files
+
+
+def pack_corpus(src: str | Path, dest: str | Path, roles: tuple[str, ...] = ("train", "val"),
+                stride: int = 1) -> dict:
+    """A prepared corpus folder (data.Corpus) -> the same corpus packed, with only the sequences
+    of `roles` (test sequences are evaluated here, never on the device) and every `stride`-th
+    frame; returns the new corpus.json, which records what was packed."""
+    from .data import FrameData
+    from .files import write_json
+
+    src, dest = Path(src), Path(dest)
+    manifest = json.loads((src / "corpus.json").read_text())
+    dest.mkdir(parents=True, exist_ok=True)
+    kept = {}
+    for seq, entry in manifest["sequences"].items():
+        if entry["role"] not in roles:
+            continue
+        d = FrameData.load(src / entry["file"])
+        d = FrameData(d.xyz_train[::stride], d.xyz_val[::stride], d.xyz_test[:0], d.features,
+                      d.topology_pdb, d.meta)
+        save(d, dest / entry["file"])
+        kept[seq] = entry | {"frames": {"train": len(d.xyz_train), "val": len(d.xyz_val),
+                                        "test": 0}}
+    manifest = manifest | {"sequences": kept, "packed": {"from": str(src), "roles": list(roles),
+                                                        "stride": stride, "step_nm": STEP_NM}}
+    write_json(dest / "corpus.json", manifest)
+    return manifest

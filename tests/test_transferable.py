@@ -14,13 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from arbg_core import checkpoint, cli
+from arbg_core import checkpoint, cli, frames
 from arbg_core.data import RESERVED, Corpus, FrameData, prepare_corpus, read_sequence_list
 from arbg_core.model import ArBG, ModelConfig
 from arbg_core.peptide import AMINO_ACIDS
 from arbg_core.sampling import bins_log_prob, log_prob, sample
 from arbg_core.tokenizer import Tokenizer, TokenizerConfig
-from arbg_core.train import TRANSFERABLE_STD_NM, TrainConfig, encode_batch, train_transferable
+from arbg_core.batches import encode_batch
+from arbg_core.train import TRANSFERABLE_STD_NM, TrainConfig, train_transferable
 
 ROOT = Path(__file__).resolve().parent.parent
 TOY = "GA train\nAS train\nSG val  # never trained on\n"
@@ -252,3 +253,21 @@ def test_ship_transferable_script(ddp_run, md_root, tmp_path):
     state.write_text(json.dumps(json.loads(state.read_text()) | {"frames_done": 3}))
     with pytest.raises(SystemExit, match="MD of 1 test sequences is not finished"):
         mod.main(args)
+
+
+def test_a_packed_corpus_trains_like_the_original(corpus, tmp_path):
+    """packed.pack_corpus: the train and val sequences, fixed point; a transferable run on it
+    reads the same frames to within the packing bound (the device's corpus)."""
+    from arbg_core import packed
+
+    manifest = packed.pack_corpus(corpus.root, tmp_path / "packed")
+    assert set(manifest["sequences"]) == {"GA", "AS", "SG"}  # no test sequences in the toy
+    small = Corpus(tmp_path / "packed")
+    for seq in ("GA", "SG"):
+        a, b = corpus.data(seq), small.data(seq)
+        canon, _ = frames.canonicalize(a.xyz_train, frames.frame_atoms(a.features))
+        assert np.abs(canon.numpy() - b.xyz_train).max() <= b.meta["packing"]["max_error_nm"]
+    cfg = TrainConfig(size="tiny", steps=2, batch_size=8, val_every=2, warmup_steps=1,
+                      val_frames=8)
+    summary = train_transferable(small, tmp_path / "run", cfg, device="cpu")
+    assert np.isfinite(summary["best_val_nll"])
