@@ -83,16 +83,18 @@ class TrainConfig:
 
 
 def _optimizers(model: ArBG, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
+    fused = next(model.parameters()).is_cuda  # one kernel for all parameters on a GPU
     if cfg.optimizer == "adamw":
         return [torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                  betas=(0.9, 0.95))]
+                                  betas=(0.9, 0.95), fused=fused)]
     if cfg.optimizer == "muon":
         matrices = [p for n, p in model.named_parameters() if p.ndim == 2 and ".blocks." in f".{n}"]
         ids = {id(p) for p in matrices}
         rest = [p for p in model.parameters() if id(p) not in ids]
         return [torch.optim.Muon(matrices, lr=cfg.muon_lr or cfg.lr, weight_decay=cfg.weight_decay,
                                  adjust_lr_fn="match_rms_adamw"),
-                torch.optim.AdamW(rest, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))]
+                torch.optim.AdamW(rest, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95),
+                                  fused=fused)]
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose {' or '.join(OPTIMIZERS)}")
 
 
