@@ -118,17 +118,44 @@ def run(setup: Setup, names: list[str], runs: Path, out_json: Path) -> list[dict
     return table["rows"]
 
 
+def table(rows: list[dict]) -> str:
+    """The README's markdown table of the rows: one line per system and variant."""
+    head = ("| system | variant | frame | bins | optimizer | proposals | ESS | mirrored | dropped "
+            "| E-W2 rw (floor) | T-W2 rw (floor) | proposal E-W2 | val NLL | tokens/s |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in sorted(rows, key=lambda r: (r["system"], r["variant"])):
+        rw, fl = r["reweighted"], r["noise_floor"]
+        lines.append(
+            f"| {r['system']} | {r['variant']} | {r['frame']} | {r['bins']} | {r['optimizer']} "
+            f"| {r['n_proposals']:,} | {100 * r['ess_fraction']:.3g} % "
+            f"| {100 * r['mirrored_fraction']:.1f} % | {100 * r['dropped_fraction']:.1f} % "
+            f"| {_g(rw['e_w2'])} ({_g(fl['e_w2'])}) | {_g(rw['t_w2'])} ({_g(fl['t_w2'])}) "
+            f"| {_g(r['proposal']['e_w2'])} | {_g(r['val_nll'])} "
+            f"| {_g(r['training_tokens_per_s'])} |")
+    return "\n".join(lines)
+
+
+def _g(x) -> str:
+    return "—" if x is None else f"{x:.3g}"
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--system", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--reference", required=True)
+    p.add_argument("--system")
+    p.add_argument("--data")
+    p.add_argument("--reference")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--n-proposals", type=int, default=100_000)
     p.add_argument("--runs", default="runs/ablation")
     p.add_argument("--out", default="results/recipe_ablation.json")
+    p.add_argument("--table", action="store_true", help="print the README table of --out, run nothing")
     a = p.parse_args(argv)
+    if a.table:
+        print(table(read_json(Path(a.out))["rows"]))
+        return
+    if not (a.system and a.data and a.reference):
+        p.error("--system, --data and --reference are needed to run variants")
     setup = Setup(a.system, a.data, a.reference, steps=a.steps, n_proposals=a.n_proposals)
     run(setup, a.variants, Path(a.runs), Path(a.out))
 
