@@ -79,9 +79,16 @@ def decompress(blob: np.ndarray, shape, dtype) -> np.ndarray:
 
 def save(data, path: str | Path) -> dict:
     """Write a FrameData packed; returns its packing record (also stored in meta['packing'])."""
-    body = {s: to_body_frame(getattr(data, f"xyz_{s}"), data.features) for s in SPLITS}
+    xyz = {s: getattr(data, f"xyz_{s}") for s in SPLITS}
+    return save_arrays(path, xyz, data.features, data.topology_pdb, data.meta)
+
+
+def save_arrays(path: str | Path, xyz: dict[str, np.ndarray], features: AtomFeatures,
+                topology_pdb: str, meta: dict) -> dict:
+    """`save` from its parts: xyz maps train/val/test to (n, A, 3) nm."""
+    body = {s: to_body_frame(xyz[s], features) for s in SPLITS}
     frames = [b for b in body.values() if len(b)]
-    mean = np.concatenate(frames).mean(0) if frames else np.zeros((data.n_atoms, 3))  # (A, 3)
+    mean = np.concatenate(frames).mean(0) if frames else np.zeros((features.n_atoms, 3))  # (A, 3)
     mean[np.all([np.all(b == 0, axis=0) for b in frames], axis=0)] = 0.0  # the frame's zeros
     q = {s: quantize(body[s] - mean) for s in SPLITS}
     dtype = max((a.dtype for a in q.values()), key=lambda d: d.itemsize)
@@ -89,8 +96,7 @@ def save(data, path: str | Path) -> dict:
     packing = {"format": f"{dtype.name} fixed point about each atom's mean, body frame, lzma",
                "dtype": dtype.name, "step_nm": STEP_NM,
                "max_error_nm": STEP_NM / 2 + extent * 2.0 ** -23}
-    meta = dict(data.meta) | {"packing": packing}
-    f = data.features
+    f = features
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path, suffix=".npz") as tmp:
@@ -98,7 +104,8 @@ def save(data, path: str | Path) -> dict:
                  q_shapes=np.array([q[s].shape for s in SPLITS]), step_nm=np.float64(STEP_NM),
                  mean_nm=mean, element=f.element, atom_name=f.atom_name,
                  residue_type=f.residue_type, residue_index=f.residue_index,
-                 topology_pdb=np.array(data.topology_pdb), meta=np.array(json.dumps(meta)))
+                 topology_pdb=np.array(topology_pdb),
+                 meta=np.array(json.dumps(dict(meta) | {"packing": packing})))
     return packing
 
 
@@ -119,7 +126,6 @@ def pack_corpus(src: str | Path, dest: str | Path, roles: tuple[str, ...] = ("tr
     """A prepared corpus folder (data.Corpus) -> the same corpus packed, with only the sequences
     of `roles` (test sequences are evaluated here, never on the device) and every `stride`-th
     frame; returns the new corpus.json, which records what was packed."""
-    from .data import FrameData
     from .files import write_json
 
     src, dest = Path(src), Path(dest)
@@ -129,12 +135,14 @@ def pack_corpus(src: str | Path, dest: str | Path, roles: tuple[str, ...] = ("tr
     for seq, entry in manifest["sequences"].items():
         if entry["role"] not in roles:
             continue
-        d = FrameData.load(src / entry["file"])
-        d = FrameData(d.xyz_train[::stride], d.xyz_val[::stride], d.xyz_test[:0], d.features,
-                      d.topology_pdb, d.meta)
-        save(d, dest / entry["file"])
-        kept[seq] = entry | {"frames": {"train": len(d.xyz_train), "val": len(d.xyz_val),
-                                        "test": 0}}
+        with np.load(src / entry["file"], allow_pickle=False) as z:  # a plain corpus file
+            xyz = {"train": z["xyz_train"][::stride], "val": z["xyz_val"][::stride],
+                   "test": z["xyz_test"][:0]}
+            features = AtomFeatures(z["element"], z["atom_name"], z["residue_type"],
+                                    z["residue_index"])
+            save_arrays(dest / entry["file"], xyz, features, str(z["topology_pdb"]),
+                        json.loads(str(z["meta"])))
+        kept[seq] = entry | {"frames": {s: len(v) for s, v in xyz.items()}}
     manifest = manifest | {"sequences": kept, "packed": {"from": str(src), "roles": list(roles),
                                                         "stride": stride, "step_nm": STEP_NM}}
     write_json(dest / "corpus.json", manifest)

@@ -68,9 +68,11 @@ class TrainConfig:
     save_every: int = _help(500, "steps between saves of last/ and train_state.pt")
     seed: int = _help(0, "seed of the initial weights and of the batches")
     init: str | None = _help(None, "checkpoint whose weights start the run (fresh optimizer)")
-    frame: str = _help("centered", "what the tokens are: centered (all 3A coordinates, random "
-                       "rotations in training; the paper's) | body (3A - 6 coordinates in the "
-                       "frame of three bonded atoms, a uniform rotation when sampling)")
+    frame: str = _help("body", "what the tokens are: body (3A - 6 coordinates in the frame of "
+                       "three bonded atoms, a uniform rotation when sampling; 6-20x the ESS of "
+                       "centered at equal compute, README) | centered (all 3A coordinates, "
+                       "random rotations in training; the paper's) | body-heavy (body, heavy "
+                       "atoms first)")
     budget_s: float | None = _help(None, "wall-clock seconds this process may run: it stops "
                                    "cleanly before (last/, best/, state/ saved); --resume goes on")
     log_every: int = _help(1, "steps between progress reports (each reads the loss back from "

@@ -65,7 +65,9 @@ def test_training_lowers_loss_and_writes_checkpoints(tmp_path, toy_data):
     for name in ("best", "last"):
         loaded = checkpoint.load(tmp_path / name)
         assert loaded.config.system.sequence == "A"
-        assert loaded.tokenizer.cfg.std == pytest.approx(Tokenizer.fit_std(toy_data.xyz_train))
+        assert loaded.tokenizer.cfg.frame == "body"  # the default since the recipe ablation
+        assert loaded.tokenizer.cfg.std == pytest.approx(
+            Tokenizer.fit_std(toy_data.xyz_train, toy_data.features, "body"))
     assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 30
 
 
