@@ -363,6 +363,29 @@ def cmd_evaluate(args):
           f"{m['noise_floor']['t_w2']:.3f} / {m['noise_floor']['tica_w2']:.3f}) -> {args.out}")
 
 
+def cmd_refine(args):
+    from .refine import RefineConfig, refine_checkpoint
+
+    if (args.steps is None) == (args.minutes is None):
+        raise UsageError("give the budget as --steps N or --minutes N (one of them)")
+    try:
+        cfg = config_from(RefineConfig, args)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    loaded = load_model(args.model, args.device)
+    pep = system_for(loaded, args.sequence, args.termini)
+    bar, progress = tqdm_progress(1, "refine", "step")
+    try:
+        card = refine_checkpoint(loaded, pep, cfg, args.out, progress=lambda stage, done, total,
+                                 info: progress(done, total, {"stage": stage} | info))
+    finally:
+        bar.close()
+    r = card["refined"]
+    print(f"{pep.name}: ESS {100 * r['ess_before']:.2f}% -> {100 * r['ess_after']:.2f}% on "
+          f"{r['n_fresh']} fresh samples after {r['steps']} steps ({r['wall_time_s']:.0f} s, "
+          f"{r['rollbacks']} rollbacks) -> {args.out}")
+
+
 # -------------------------------------------------------------------------------------- bench
 
 
