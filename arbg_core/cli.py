@@ -87,7 +87,8 @@ def _add_refine_parser(sub):
                        description="Draw from the model, weight by exp(-u)/q, update; the result "
                                    "is a per-system checkpoint whose card holds the ESS before "
                                    "and after on fresh samples (DESIGN §16).")
-    p.add_argument("--model", required=True, metavar="DIR", help="checkpoint folder or shipped name")
+    p.add_argument("--model", required=True, metavar="DIR",
+                   help="checkpoint folder or shipped name")
     p.add_argument("--sequence", metavar="SEQ", help="for a transferable model: the peptide")
     _termini_flag(p, default=None)
     add_config_flags(p, RefineConfig, rename={"tau": "--temperature"}, defaults={"steps": None})

@@ -13,9 +13,13 @@ density of the model, whatever tau the batch was drawn at:
 - "mix": (1 - mix) fkl + mix rkl.
 
 The collapse guard: every `eval_every` steps a held-aside batch of fresh samples (its own seeds,
-never trained on) measures the ESS; the best state is kept, and when the ESS falls below
-`rollback` x the best, the model goes back to the best state with a fresh optimizer at half the
-learning rate (after `max_rollbacks` of those, refinement stops). The result is the best state.
+never trained on) gives a score, the mean of its log weights clipped to their [q, 1 - q] quantiles
+(an estimate of log Z - KL(q || p) that stays informative where the ESS is one or two samples
+out of a thousand, as for a transferable model's zero-shot ensembles), and its ESS. The state of
+the best score is kept. When the score falls `rollback_nats` below the best, or the ESS below
+`rollback` x the best state's (once that held at least `MIN_ESS_COUNT` effective samples), the
+model goes back to the best state with a fresh optimizer at half the learning rate; after
+`max_rollbacks` of those refinement stops. The result is the best state.
 Before/after ESS come from fresh samples drawn the way `arbg sample` draws them, scored with the
 model's own exact log q, so SNIS stays exact whatever the proposal became.
 """
@@ -34,11 +38,12 @@ import torch
 
 from .model import ArBG, KVCache, conditioning, token_log_probs
 from .peptide import AtomFeatures
-from .reweight import DROPPED, MIRRORED, ReweightedEnsemble, reweight
+from .reweight import DROPPED, MIRRORED, ReweightedEnsemble, log_weights, reweight
 from .sampling import extend, inference, log_prob, sample
 from .tokenizer import Tokenizer
 
 OBJECTIVES = ("fkl", "rkl", "mix")
+MIN_ESS_COUNT = 20  # effective samples below which an ESS fall is noise, not collapse
 # progress(stage, done, total, info): stage "before" | "refine" | "after"; in "refine", done and
 # total count steps (a --steps budget) or whole seconds (a --minutes budget)
 Progress = Callable[[str, int, int, dict], None]
@@ -65,7 +70,8 @@ class RefineConfig:
     eval_every: int = _opt(10, "steps between held-aside ESS checks (the collapse guard)")
     eval_n: int = _opt(1024, "fresh samples per held-aside ESS check")
     rollback: float = _opt(0.5, "roll back to the best state when the held-aside ESS falls "
-                           "below this fraction of the best")
+                           "below this fraction of the best state's")
+    rollback_nats: float = _opt(2.0, "... or its mean clipped log weight this far below the best")
     max_rollbacks: int = _opt(3, "stop after this many rollbacks")
     final_n: int = _opt(4000, "fresh samples for the ESS before and after (on the card)")
     grad_clip: float = _opt(1.0, "gradient norm clip")
@@ -81,13 +87,15 @@ class RefineConfig:
         if (self.steps is not None and self.steps < 1) or (
                 self.minutes is not None and not self.minutes > 0):
             raise ValueError("steps must be at least 1 and minutes positive")
-        if min(self.batch_size, self.eval_every, self.eval_n, self.final_n) < 2:
-            raise ValueError("batch_size, eval_every, eval_n and final_n must be at least 2")
-        if not (self.lr > 0 and self.grad_clip > 0 and 0 < self.beta0 <= 1 and 0 < self.anneal <= 1
-                and 0 <= self.reward_clip < 0.5 and 0 <= self.mix <= 1 and 0 < self.rollback < 1
-                and self.max_rollbacks >= 0 and 0 <= self.clip_fraction < 1):
-            raise ValueError("lr, grad_clip > 0; beta0, anneal in (0, 1]; reward_clip in "
-                             "[0, 0.5); mix in [0, 1]; rollback in (0, 1); max_rollbacks >= 0")
+        if min(self.batch_size, self.eval_n, self.final_n) < 2 or self.eval_every < 1:
+            raise ValueError("batch_size, eval_n and final_n must be at least 2, eval_every 1")
+        if not (self.lr > 0 and self.grad_clip > 0 and 0 < self.beta0 <= 1
+                and 0 < self.anneal <= 1 and 0 <= self.reward_clip < 0.5 and 0 <= self.mix <= 1
+                and 0 < self.rollback < 1 and self.rollback_nats > 0 and self.max_rollbacks >= 0
+                and 0 <= self.clip_fraction < 1):
+            raise ValueError("lr, grad_clip, rollback_nats > 0; beta0, anneal in (0, 1]; "
+                             "reward_clip in [0, 0.5); mix in [0, 1]; rollback in (0, 1); "
+                             "max_rollbacks >= 0; clip_fraction in [0, 1)")
         if self.tau is not None and not 0.05 <= self.tau <= 5.0:
             raise ValueError(f"temperature tau={self.tau} is outside the sensible range 0.05..5")
 
@@ -237,26 +245,45 @@ def _loss(model, batch, cond, tok, cfg: RefineConfig, beta: float) -> torch.Tens
 
 
 class _Guard:
-    """The held-aside ESS check: keeps the best state, says when to roll back or stop."""
+    """The held-aside check: keeps the best state, says when to roll back."""
 
     def __init__(self, model: ArBG, tok: Tokenizer, target: Target, cfg: RefineConfig, tau):
         self.model, self.tok, self.target, self.cfg, self.tau = model, tok, target, cfg, tau
-        self.best_ess, self.best_state, self.n_checks, self.rollbacks = -1.0, None, 0, 0
+        self.best, self.best_ess, self.best_state = -math.inf, 0.0, None
+        self.n_checks = self.rollbacks = 0
 
-    def check(self) -> tuple[float, str]:
-        """ESS fraction of fresh held-aside samples -> (ess, "best" | "keep" | "rollback")."""
+    def check(self) -> dict:
+        """Score and ESS of fresh held-aside samples, and the action taken:
+        "best" | "keep" | "rollback"."""
         seed = self.cfg.seed + 1 + self.n_checks  # the loop's own generator never draws these
         self.n_checks += 1
-        e = measure(self.model, self.tok, self.target, self.cfg.eval_n, self.tau, seed,
-                    self.cfg.clip_fraction).ess_fraction
-        if e > self.best_ess:
-            self.best_ess, self.best_state = e, copy.deepcopy(self.model.state_dict())
-            return e, "best"
-        if e < self.cfg.rollback * self.best_ess:
+        ens = measure(self.model, self.tok, self.target, self.cfg.eval_n, self.tau, seed,
+                      self.cfg.clip_fraction)
+        raw = log_weights(ens.u, ens.log_q)  # before clip_fraction drops the largest
+        score, e = clipped_mean(raw, self.cfg.reward_clip), ens.ess_fraction
+        out = {"score": score, "ess": e, "action": "keep"}
+        if score > self.best:
+            self.best, self.best_ess = score, e
+            self.best_state = copy.deepcopy(self.model.state_dict())
+            out["action"] = "best"
+        elif score < self.best - self.cfg.rollback_nats or (
+                self.best_ess * self.cfg.eval_n >= MIN_ESS_COUNT
+                and e < self.cfg.rollback * self.best_ess):
             self.model.load_state_dict(self.best_state)
             self.rollbacks += 1
-            return e, "rollback"
-        return e, "keep"
+            out["action"] = "rollback"
+        return out
+
+
+def clipped_mean(values: np.ndarray, q: float) -> float:
+    """Mean of `values` clipped to the [q, 1 - q] quantiles of the finite ones; non-finite values
+    count as the lower bound (-inf if none is finite)."""
+    values = np.asarray(values, np.float64)
+    ok = np.isfinite(values)
+    if not ok.any():
+        return -math.inf
+    lo, hi = np.quantile(values[ok], [q, 1.0 - q])
+    return float(np.mean(np.where(ok, np.clip(values, lo, hi), lo)))
 
 
 def _trainable_copy(model: ArBG) -> ArBG:
@@ -287,9 +314,8 @@ def refine(model: ArBG, tok: Tokenizer, target: Target, cfg: RefineConfig,
     cond = conditioning(target.features, device=device, frame=tok.cfg.frame)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     guard = _Guard(work, tok, target, cfg, tau)
-    lr, (ess0, _) = cfg.lr, guard.check()
+    lr, history = cfg.lr, [{"step": 0, "elapsed_s": 0.0} | guard.check()]
     optimizer = torch.optim.AdamW(work.parameters(), lr=lr, weight_decay=0.0)
-    history = [{"step": 0, "elapsed_s": 0.0, "ess": ess0, "action": "best"}]
     step, t0, total = 0, time.perf_counter(), cfg.steps or round(60 * cfg.minutes)
     while _fraction_done(cfg, step, time.perf_counter() - t0) < 1.0:
         frac = _fraction_done(cfg, step, time.perf_counter() - t0)
@@ -303,22 +329,19 @@ def refine(model: ArBG, tok: Tokenizer, target: Target, cfg: RefineConfig,
             optimizer.step()
         step += 1
         elapsed = time.perf_counter() - t0
-        info = {"beta": beta, "batch_ess": batch.ensemble.ess_fraction, "best": guard.best_ess}
+        info = {"beta": beta, "batch_ess": batch.ensemble.ess_fraction, "score": guard.best}
         report("refine", step if cfg.steps else min(round(elapsed), total), total, info)
         if step % cfg.eval_every == 0:
-            e, action = guard.check()
-            history.append({"step": step, "elapsed_s": time.perf_counter() - t0, "ess": e,
-                            "beta": beta, "batch_ess": batch.ensemble.ess_fraction,
-                            "action": action})
-            if action == "rollback":
+            history.append({"step": step, "elapsed_s": time.perf_counter() - t0, "beta": beta,
+                            "batch_ess": batch.ensemble.ess_fraction} | guard.check())
+            if history[-1]["action"] == "rollback":
                 if guard.rollbacks > cfg.max_rollbacks:
                     break
                 lr /= 2  # a fresh optimizer: the old moments led away from the best state
                 optimizer = torch.optim.AdamW(work.parameters(), lr=lr, weight_decay=0.0)
     wall = time.perf_counter() - t0
     if step % cfg.eval_every:  # the last steps get their check too
-        e, action = guard.check()
-        history.append({"step": step, "elapsed_s": wall, "ess": e, "action": action})
+        history.append({"step": step, "elapsed_s": wall} | guard.check())
     work.load_state_dict(guard.best_state)
     work.requires_grad_(False)
     report("after", 0, 1, {})

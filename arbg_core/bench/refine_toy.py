@@ -111,7 +111,8 @@ def reverse_kl(model: ArBG, tok: Tokenizer, dimer: Dimer, n: int = 4000, seed: i
     return float(np.mean(log_q + dimer.energy(xyz)) + dimer.log_z())
 
 
-def compare(steps: int = 150, seeds=(0, 1), objectives=OBJECTIVES, lr: float = 1e-3) -> dict:
+def compare(steps: int = 100, seeds=(0, 1), objectives=OBJECTIVES, lr: float = 3e-3,
+            on_row=None) -> dict:
     """Every objective from both starting points: KL and ESS before/after, wall time."""
     dimer = Dimer()
     starts = {"untrained": toy_model(0),
@@ -133,25 +134,30 @@ def compare(steps: int = 150, seeds=(0, 1), objectives=OBJECTIVES, lr: float = 1
                              "ess_before": res.before["ess_fraction"],
                              "ess_after": res.after["ess_fraction"],
                              "rollbacks": res.rollbacks, "wall_s": time.perf_counter() - t0})
+                if on_row is not None:
+                    on_row(rows[-1])
     return {"toy": "two-atom harmonic bond + centroid restraint, tiny model, 128 bins",
             "steps": steps, "batch_size": RefineConfig.batch_size, "lr": lr, "rows": rows}
 
 
-def run(out_dir="results", steps: int = 150) -> dict:
-    out = compare(steps=steps)
+def run(out_dir="results", steps: int = 100, on_row=None) -> dict:
+    out = compare(steps=steps, on_row=on_row)
     write_json(f"{out_dir}/refine_toy.json", out)
     return out
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--steps", type=int, default=100)
     p.add_argument("--out", default="results")
-    out = run(p.parse_args(argv).out, p.parse_args(argv).steps)
-    for r in out["rows"]:
+    args = p.parse_args(argv)
+
+    def show(r):
         print(f"{r['start']:24s} {r['objective']:4s} seed {r['seed']}: KL {r['kl_before']:.3f} -> "
               f"{r['kl_after']:.3f}  ESS {r['ess_before']:.3f} -> {r['ess_after']:.3f}  "
-              f"rollbacks {r['rollbacks']}  {r['wall_s']:.0f} s")
+              f"rollbacks {r['rollbacks']}  {r['wall_s']:.0f} s", flush=True)
+
+    run(args.out, args.steps, on_row=show)
 
 
 if __name__ == "__main__":
