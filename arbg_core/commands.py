@@ -366,9 +366,7 @@ def cmd_evaluate(args):
 def cmd_refine(args):
     from .refine import RefineConfig, refine_checkpoint
 
-    if (args.steps is None) == (args.minutes is None):
-        raise UsageError("give the budget as --steps N or --minutes N (one of them)")
-    try:
+    try:  # a budget: steps, minutes, or both (whichever ends first)
         cfg = config_from(RefineConfig, args)
     except ValueError as e:
         raise UsageError(str(e)) from None
@@ -380,10 +378,7 @@ def cmd_refine(args):
                                  info: progress(done, total, {"stage": stage} | info))
     finally:
         bar.close()
-    r = card["refined"]
-    print(f"{pep.name}: ESS {100 * r['ess_before']:.2f}% -> {100 * r['ess_after']:.2f}% on "
-          f"{r['n_fresh']} fresh samples after {r['steps']} steps ({r['wall_time_s']:.0f} s, "
-          f"{r['rollbacks']} rollbacks) -> {args.out}")
+    print(f"{card['description']} -> {args.out}")
 
 
 # -------------------------------------------------------------------------------------- bench

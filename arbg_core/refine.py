@@ -83,7 +83,7 @@ class RefineConfig:
             raise ValueError(f"unknown objective {self.objective!r}; choose one of "
                              f"{', '.join(OBJECTIVES)}")
         if self.steps is None and self.minutes is None:
-            raise ValueError("give a budget: steps or minutes")
+            raise ValueError("give a budget: steps or minutes (or both: whichever ends first)")
         if (self.steps is not None and self.steps < 1) or (
                 self.minutes is not None and not self.minutes > 0):
             raise ValueError("steps must be at least 1 and minutes positive")
@@ -370,7 +370,11 @@ def refine_checkpoint(loaded, pep, cfg: RefineConfig, out: str | Path,
     card = {"name": f"{loaded.title} refined for {system.label}", "system": asdict(system),
             "tau": result.tau,
             "description": f"{loaded.title} refined against the {preset} energy alone (no MD) "
-                           f"for {system.label}: objective {cfg.objective}, {result.steps} steps",
+                           f"for {system.label}: {cfg.objective}, {result.steps} steps, "
+                           f"{result.wall_time_s:.0f} s, {result.rollbacks} rollbacks; ESS "
+                           f"{100 * result.before['ess_fraction']:.2f}% -> "
+                           f"{100 * result.after['ess_fraction']:.2f}% on "
+                           f"{cfg.final_n} fresh samples",
             "parent": parent | {"card": {k: loaded.card.raw[k] for k in ("training", "evaluation")
                                          if k in loaded.card.raw}},
             "refined": result.record(cfg)}

@@ -137,7 +137,17 @@ def compare(steps: int = 100, seeds=(0, 1), objectives=OBJECTIVES, lr: float = 3
                 if on_row is not None:
                     on_row(rows[-1])
     return {"toy": "two-atom harmonic bond + centroid restraint, tiny model, 128 bins",
-            "steps": steps, "batch_size": RefineConfig.batch_size, "lr": lr, "rows": rows}
+            "steps": steps, "batch_size": RefineConfig.batch_size, "lr": lr,
+            "mean": mean_by_objective(rows), "rows": rows}
+
+
+def mean_by_objective(rows: list[dict]) -> dict:
+    """{start: {objective: mean kl_after, ess_after over seeds}}."""
+    out = {}
+    for r in rows:
+        out.setdefault(r["start"], {}).setdefault(r["objective"], []).append(r)
+    return {start: {obj: {k: float(np.mean([r[k] for r in rs])) for k in ("kl_after", "ess_after")}
+                    for obj, rs in by.items()} for start, by in out.items()}
 
 
 def run(out_dir="results", steps: int = 100, on_row=None) -> dict:
