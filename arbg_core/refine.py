@@ -131,6 +131,7 @@ def target_for(pep, preset: str) -> Target:
 class RefineResult:
     model: ArBG  # the refined (best) state, eval mode, gradients off, on the loop's device
     tau: float  # the temperature it was refined and measured at
+    tau_before: float  # the parent's (its card's), at which `before` was measured
     steps: int  # updates taken (rolled-back ones included)
     wall_time_s: float
     rollbacks: int
@@ -141,6 +142,7 @@ class RefineResult:
     def record(self, cfg: RefineConfig) -> dict:
         """The card's `refined` entry (JSON-ready)."""
         return {"objective": cfg.objective, "steps": self.steps, "tau": self.tau,
+                "tau_before": self.tau_before,
                 "wall_time_s": self.wall_time_s, "rollbacks": self.rollbacks,
                 "ess_before": self.before["ess_fraction"], "ess_after": self.after["ess_fraction"],
                 "n_fresh": self.before["counts"]["n"], "before": self.before, "after": self.after,
@@ -250,7 +252,8 @@ class _Guard:
 
     def __init__(self, model: ArBG, tok: Tokenizer, target: Target, cfg: RefineConfig, tau):
         self.model, self.tok, self.target, self.cfg, self.tau = model, tok, target, cfg, tau
-        self.best, self.best_ess, self.best_state = -math.inf, 0.0, None
+        self.best, self.best_ess = -math.inf, 0.0
+        self.best_state = copy.deepcopy(model.state_dict())  # kept even if nothing scores
         self.n_checks = self.rollbacks = 0
 
     def check(self) -> dict:
@@ -348,7 +351,7 @@ def refine(model: ArBG, tok: Tokenizer, target: Target, cfg: RefineConfig,
     report("after", 0, 1, {})
     after = measure(work, tok, target, cfg.final_n, tau, final_seed, cfg.clip_fraction)
     report("after", 1, 1, {"ess": after.ess_fraction})
-    return RefineResult(work, tau, step, wall, guard.rollbacks, before.summary(),
+    return RefineResult(work, tau, card_tau, step, wall, guard.rollbacks, before.summary(),
                         after.summary(), history)
 
 
