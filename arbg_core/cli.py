@@ -1,4 +1,4 @@
-"""`arbg` command line: build | md | train | sample | evaluate | ship | bench.
+"""`arbg` command line: build | md | train | sample | evaluate | refine | ship | bench.
 
 This module is the parser; what each command does is in `commands.py`. Flag names follow
 DESIGN §14. The flags that set a config (`MDConfig`, `TrainConfig`,
@@ -80,6 +80,23 @@ def _add_train_parser(sub):
     p.set_defaults(func=cmd.cmd_train)
 
 
+def _add_refine_parser(sub):
+    from .refine import RefineConfig
+
+    p = sub.add_parser("refine", help="refine a model against the force field alone (no MD)",
+                       description="Draw from the model, weight by exp(-u)/q, update; the result "
+                                   "is a per-system checkpoint whose card holds the ESS before "
+                                   "and after on fresh samples (DESIGN §16).")
+    p.add_argument("--model", required=True, metavar="DIR",
+                   help="checkpoint folder or shipped name")
+    p.add_argument("--sequence", metavar="SEQ", help="for a transferable model: the peptide")
+    _termini_flag(p, default=None)
+    add_config_flags(p, RefineConfig, rename={"tau": "--temperature"}, defaults={"steps": None})
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.set_defaults(func=cmd.cmd_refine)
+
+
 def build_parser():
     from . import ship
     from .energy import PRESETS
@@ -128,6 +145,7 @@ def build_parser():
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(func=cmd.cmd_evaluate)
 
+    _add_refine_parser(sub)
     ship.add_parser(sub)
 
     p = sub.add_parser("bench", help="run benchmarks, results as JSON",

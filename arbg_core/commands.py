@@ -363,6 +363,24 @@ def cmd_evaluate(args):
           f"{m['noise_floor']['t_w2']:.3f} / {m['noise_floor']['tica_w2']:.3f}) -> {args.out}")
 
 
+def cmd_refine(args):
+    from .refine import RefineConfig, refine_checkpoint
+
+    try:  # a budget: steps, minutes, or both (whichever ends first)
+        cfg = config_from(RefineConfig, args)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    loaded = load_model(args.model, args.device)
+    pep = system_for(loaded, args.sequence, args.termini)
+    bar, progress = tqdm_progress(1, "refine", "step")
+    try:
+        card = refine_checkpoint(loaded, pep, cfg, args.out, progress=lambda stage, done, total,
+                                 info: progress(done, total, {"stage": stage} | info))
+    finally:
+        bar.close()
+    print(f"{card['description']} -> {args.out}")
+
+
 # -------------------------------------------------------------------------------------- bench
 
 

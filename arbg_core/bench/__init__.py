@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import os
 
-BENCHMARKS = ("app", "e2e", "energy", "sampling", "smc", "train")
+BENCHMARKS = ("app", "e2e", "energy", "refine_toy", "sampling", "smc", "train")
 
 
 class BenchmarkUnavailable(RuntimeError):

@@ -1,0 +1,387 @@
+"""Refinement against the energy alone, no MD (DESIGN §16, issue #19).
+
+Each step draws a batch from the current model with its exact log q, scores it (u in kT, the
+chirality fix and `log_w = -u - log q` of reweight.py) and takes one gradient step on the tau = 1
+density of the model, whatever tau the batch was drawn at:
+
+- "fkl": self-normalized importance-weighted maximum likelihood (forward KL(p || q)), weights
+  tempered as w^beta with beta annealed from `beta0` to 1; it may draw at any tau since the
+  weights correct for the proposal exactly.
+- "rkl": the score-function gradient of the reverse KL(q || p),
+  `E[rho (log q + u - b) grad log q]`, rewards clipped to the batch's quantiles, b the batch
+  mean, rho = q_1 / q_tau self-normalized (1 when the batch is drawn at tau = 1).
+- "mix": (1 - mix) fkl + mix rkl.
+
+The collapse guard: every `eval_every` steps a held-aside batch of fresh samples (its own seeds,
+never trained on) gives a score, the mean of its log weights clipped to their [q, 1 - q] quantiles
+(an estimate of log Z - KL(q || p) that stays informative where the ESS is one or two samples
+out of a thousand, as for a transferable model's zero-shot ensembles), and its ESS. The state of
+the best score is kept. When the score falls `rollback_nats` below the best, or the ESS below
+`rollback` x the best state's (once that held at least `MIN_ESS_COUNT` effective samples), the
+model goes back to the best state with a fresh optimizer at half the learning rate; after
+`max_rollbacks` of those refinement stops. The result is the best state.
+Before/after ESS come from fresh samples drawn the way `arbg sample` draws them, scored with the
+model's own exact log q, so SNIS stays exact whatever the proposal became.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .model import ArBG, KVCache, conditioning, token_log_probs
+from .peptide import AtomFeatures
+from .reweight import DROPPED, MIRRORED, ReweightedEnsemble, log_weights, reweight
+from .sampling import extend, inference, log_prob, sample
+from .tokenizer import Tokenizer
+
+OBJECTIVES = ("fkl", "rkl", "mix")
+MIN_ESS_COUNT = 20  # effective samples below which an ESS fall is noise, not collapse
+# progress(stage, done, total, info): stage "before" | "refine" | "after"; in "refine", done and
+# total count steps (a --steps budget) or whole seconds (a --minutes budget)
+Progress = Callable[[str, int, int, dict], None]
+
+
+def _opt(default, help: str, **meta):
+    return field(default=default, metadata={"help": help, **meta})
+
+
+@dataclass(frozen=True)
+class RefineConfig:
+    objective: str = _opt("fkl", "fkl: importance-weighted max likelihood (tempered weights); "
+                          "rkl: reverse KL by the score function; mix: both", choices=OBJECTIVES)
+    steps: int | None = _opt(100, "parameter updates (with minutes: whichever ends first)")
+    minutes: float | None = _opt(None, "wall-clock budget of the loop, guard checks included")
+    batch_size: int = _opt(256, "samples drawn per update")
+    # 1e-4 at batch 128 set the shipped ala2 back 27 nats of held-aside score in 10 steps
+    lr: float = _opt(3e-5, "AdamW learning rate")
+    beta0: float = _opt(0.25, "fkl: weights tempered as w^beta, beta annealed from beta0 to 1")
+    anneal: float = _opt(0.5, "fraction of the budget over which beta reaches 1")
+    reward_clip: float = _opt(0.05, "rkl: rewards clipped to the batch's [q, 1 - q] quantiles")
+    mix: float = _opt(0.5, "mix: weight of the rkl term")
+    tau: float | None = _opt(None, "temperature the loop draws at (default: the model card's "
+                             "tau; rkl: 1); the gradient is always of the tau = 1 density")
+    eval_every: int = _opt(10, "steps between held-aside ESS checks (the collapse guard)")
+    eval_n: int = _opt(1024, "fresh samples per held-aside ESS check")
+    rollback: float = _opt(0.5, "roll back to the best state when the held-aside ESS falls "
+                           "below this fraction of the best state's")
+    rollback_nats: float = _opt(2.0, "... or its mean clipped log weight this far below the best")
+    max_rollbacks: int = _opt(3, "stop after this many rollbacks")
+    final_n: int = _opt(4000, "fresh samples for the ESS before and after (on the card)")
+    grad_clip: float = _opt(1.0, "gradient norm clip")
+    clip_fraction: float = _opt(0.002, "largest fraction of log weights dropped in ESS checks")
+    seed: int = _opt(0, "random seed of the loop; checks and before/after use derived seeds")
+
+    def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {self.objective!r}; choose one of "
+                             f"{', '.join(OBJECTIVES)}")
+        if self.steps is None and self.minutes is None:
+            raise ValueError("give a budget: steps or minutes (or both: whichever ends first)")
+        if (self.steps is not None and self.steps < 1) or (
+                self.minutes is not None and not self.minutes > 0):
+            raise ValueError("steps must be at least 1 and minutes positive")
+        if min(self.batch_size, self.eval_n, self.final_n) < 2 or self.eval_every < 1:
+            raise ValueError("batch_size, eval_n and final_n must be at least 2, eval_every 1")
+        if not (self.lr > 0 and self.grad_clip > 0 and 0 < self.beta0 <= 1
+                and 0 < self.anneal <= 1 and 0 <= self.reward_clip < 0.5 and 0 <= self.mix <= 1
+                and 0 < self.rollback < 1 and self.rollback_nats > 0 and self.max_rollbacks >= 0
+                and 0 <= self.clip_fraction < 1):
+            raise ValueError("lr, grad_clip, rollback_nats > 0; beta0, anneal in (0, 1]; "
+                             "reward_clip in [0, 0.5); mix in [0, 1]; rollback in (0, 1); "
+                             "max_rollbacks >= 0; clip_fraction in [0, 1)")
+        if self.tau is not None and not 0.05 <= self.tau <= 5.0:
+            raise ValueError(f"temperature tau={self.tau} is outside the sensible range 0.05..5")
+
+    def loop_tau(self, card_tau: float) -> float:
+        """The temperature the loop draws at: tau, else 1 for rkl, else the card's."""
+        return float(self.tau) if self.tau is not None else (
+            1.0 if self.objective == "rkl" else float(card_tau))
+
+
+@dataclass(frozen=True)
+class Target:
+    """What refinement knows of the system: its atoms, `energy(xyz (B, A, 3) nm) -> u (B,) kT`
+    and, optionally, the chiral centers (C, 4) with their reference signs (C,). No OpenMM here:
+    `target_for` builds one from a peptide, a toy passes a plain function."""
+    features: AtomFeatures
+    energy: Callable[[np.ndarray], np.ndarray]
+    centers: np.ndarray | None = None
+    reference_signs: np.ndarray | None = None
+
+
+def target_for(pep, preset: str) -> Target:
+    """A peptide's Target under a force-field preset (OpenMM energies, chirality check)."""
+    from .energy import EnergyModel
+    from .reweight import chiral_centers, handedness
+
+    em = EnergyModel(pep.topology, preset)
+    centers = chiral_centers(pep.topology)
+    return Target(pep.features, em.reduced_energy, centers, handedness(pep.xyz[None], centers)[0])
+
+
+@dataclass
+class RefineResult:
+    model: ArBG  # the refined (best) state, eval mode, gradients off, on the loop's device
+    tau: float  # the temperature it was refined and measured at
+    tau_before: float  # the parent's (its card's), at which `before` was measured
+    steps: int  # updates taken (rolled-back ones included)
+    wall_time_s: float
+    rollbacks: int
+    before: dict  # ReweightedEnsemble.summary() of the parent on fresh samples
+    after: dict  # the same of the refined model
+    history: list[dict]  # one entry per held-aside check
+
+    def record(self, cfg: RefineConfig) -> dict:
+        """The card's `refined` entry (JSON-ready)."""
+        return {"objective": cfg.objective, "steps": self.steps, "tau": self.tau,
+                "tau_before": self.tau_before,
+                "wall_time_s": self.wall_time_s, "rollbacks": self.rollbacks,
+                "ess_before": self.before["ess_fraction"], "ess_after": self.after["ess_fraction"],
+                "n_fresh": self.before["counts"]["n"], "before": self.before, "after": self.after,
+                "config": asdict(cfg), "history": self.history}
+
+
+# ------------------------------------------------------------------------------- drawing
+
+
+def measure(model: ArBG, tok: Tokenizer, target: Target, n: int, tau: float, seed: int,
+            clip_fraction: float = 0.002) -> ReweightedEnsemble:
+    """SNIS of n fresh samples, as `arbg sample` does it: chirality fix, two-sided log q."""
+    device = next(model.parameters()).device
+    xyz, log_q = sample(model, tok, target.features, n, tau=tau, seed=seed, device=device)
+
+    def log_q_fn(frames):
+        return log_prob(model, tok, target.features, frames, tau=tau, device=device)
+
+    centers = target.centers if target.centers is not None and len(target.centers) else None
+    signs = target.reference_signs if centers is not None else None
+    return reweight(xyz, log_q, target.energy, log_q_fn=log_q_fn, centers=centers,
+                    reference_signs=signs, clip_fraction=clip_fraction)
+
+
+@dataclass
+class _Batch:
+    bins: torch.Tensor  # (B, T) long, as drawn
+    fixed_bins: torch.Tensor  # (B, T) the bins of the chirality-fixed samples
+    frame_jac: np.ndarray  # (B,) frame log-Jacobian of the drawn samples
+    lp_tau: torch.Tensor  # (B,) float64 sum_j log P_j at the loop's tau, as drawn
+    ensemble: ReweightedEnsemble  # log_w over the fixed samples, unclipped
+
+
+def _draw(model: ArBG, tok: Tokenizer, target: Target, n: int, tau: float,
+          generator: torch.Generator) -> _Batch:
+    """One training batch: bins and exact log q from one KV-cached pass, then the weights."""
+    device = generator.device
+    cond = conditioning(target.features, device=device, frame=tok.cfg.frame)
+    T = cond.n_tokens
+    with inference(model, device, bf16=False) as dtype:
+        cache = KVCache(model.cfg, n, T, device=device, dtype=dtype)
+        bos = torch.full((n,), model.bos, dtype=torch.long, device=device)
+        bins, lp = extend(model, cond, cache, bos, 0, T, tau, generator)
+        xyz, frame_jac = tok.decode_system(bins, target.features, generator)
+    bins, lp = bins.clone(), lp.clone()  # out of inference mode: autograd may save them
+    frame_jac = frame_jac.cpu().numpy()
+    log_q = lp.cpu().numpy() + tok.log_jacobian_tokens(T) + frame_jac
+    xyz = xyz.cpu().numpy()
+    has_centers = target.centers is not None and len(target.centers) > 0
+    ens = reweight(xyz, log_q, target.energy, centers=target.centers if has_centers else None,
+                   reference_signs=target.reference_signs if has_centers else None,
+                   log_q_fn=lambda x: log_prob(model, tok, target.features, x, tau=tau,
+                                               device=device, bf16=False), clip_fraction=0.0)
+    fixed = bins.clone()
+    mirrored = np.flatnonzero(ens.status == MIRRORED)
+    if len(mirrored):  # train the likelihood of what the weight is for: the fixed sample
+        mb, _, _ = tok.encode_system(ens.xyz[mirrored], target.features, center=False)
+        fixed[torch.as_tensor(mirrored, device=device)] = mb.to(device)
+    return _Batch(bins, fixed, frame_jac, lp, ens)
+
+
+# ------------------------------------------------------------------------------- objectives
+
+
+def _fkl_loss(model, batch: _Batch, cond, beta: float) -> torch.Tensor:
+    """-sum_i wbar_i log q_1(y_i) / T with wbar = softmax(beta log_w) over the batch."""
+    log_w = batch.ensemble.log_w
+    if not np.isfinite(log_w).any():
+        return torch.zeros((), device=batch.bins.device)
+    w = torch.softmax(torch.as_tensor(beta * log_w, device=batch.bins.device), 0)  # (B,)
+    lp1 = token_log_probs(model, batch.fixed_bins, cond).double().sum(1)  # (B,)
+    return -(w * lp1).sum() / cond.n_tokens
+
+
+def _rkl_loss(model, batch: _Batch, cond, tok: Tokenizer, clip: float) -> torch.Tensor:
+    """Score-function surrogate of KL(q_1 || p) / T from a batch drawn at the loop's tau."""
+    lp1 = token_log_probs(model, batch.bins, cond).double().sum(1)  # (B,)
+    with torch.no_grad():
+        rho = torch.softmax(lp1 - batch.lp_tau, 0).cpu().numpy()  # q_1 / q_tau, normalized
+        log_q1 = lp1.cpu().numpy() + tok.log_jacobian_tokens(cond.n_tokens) + batch.frame_jac
+    reward = log_q1 + batch.ensemble.u  # log q + u; NaN for dropped samples
+    ok = np.isfinite(reward) & (batch.ensemble.status != DROPPED)
+    if not ok.any():
+        return torch.zeros((), device=batch.bins.device)
+    lo, hi = np.quantile(reward[ok], [clip, 1.0 - clip])
+    reward = np.where(ok, np.clip(reward, lo, hi), hi)  # bad samples: the worst reward
+    adv = reward - rho @ reward  # batch baseline
+    adv = adv / max(math.sqrt(rho @ adv ** 2), 1e-8)  # scale-free, like the fkl term
+    adv = torch.as_tensor(rho * adv, device=lp1.device)
+    return (adv * lp1).sum() / cond.n_tokens
+
+
+def _loss(model, batch, cond, tok, cfg: RefineConfig, beta: float) -> torch.Tensor:
+    if cfg.objective == "fkl":
+        return _fkl_loss(model, batch, cond, beta)
+    if cfg.objective == "rkl":
+        return _rkl_loss(model, batch, cond, tok, cfg.reward_clip)
+    return ((1 - cfg.mix) * _fkl_loss(model, batch, cond, beta)
+            + cfg.mix * _rkl_loss(model, batch, cond, tok, cfg.reward_clip))
+
+
+# ------------------------------------------------------------------------------- the loop
+
+
+class _Guard:
+    """The held-aside check: keeps the best state, says when to roll back."""
+
+    def __init__(self, model: ArBG, tok: Tokenizer, target: Target, cfg: RefineConfig, tau):
+        self.model, self.tok, self.target, self.cfg, self.tau = model, tok, target, cfg, tau
+        self.best, self.best_ess = -math.inf, 0.0
+        self.best_state = copy.deepcopy(model.state_dict())  # kept even if nothing scores
+        self.n_checks = self.rollbacks = 0
+
+    def check(self) -> dict:
+        """Score and ESS of fresh held-aside samples, and the action taken:
+        "best" | "keep" | "rollback"."""
+        seed = self.cfg.seed + 1 + self.n_checks  # the loop's own generator never draws these
+        self.n_checks += 1
+        ens = measure(self.model, self.tok, self.target, self.cfg.eval_n, self.tau, seed,
+                      self.cfg.clip_fraction)
+        raw = log_weights(ens.u, ens.log_q)  # before clip_fraction drops the largest
+        score, e = clipped_mean(raw, self.cfg.reward_clip), ens.ess_fraction
+        out = {"score": score, "ess": e, "action": "keep"}
+        if score > self.best:
+            self.best, self.best_ess = score, e
+            self.best_state = copy.deepcopy(self.model.state_dict())
+            out["action"] = "best"
+        elif score < self.best - self.cfg.rollback_nats or (
+                self.best_ess * self.cfg.eval_n >= MIN_ESS_COUNT
+                and e < self.cfg.rollback * self.best_ess):
+            self.model.load_state_dict(self.best_state)
+            self.rollbacks += 1
+            out["action"] = "rollback"
+        return out
+
+
+def clipped_mean(values: np.ndarray, q: float) -> float:
+    """Mean of `values` clipped to the [q, 1 - q] quantiles of the finite ones; non-finite values
+    count as the lower bound (-inf if none is finite)."""
+    values = np.asarray(values, np.float64)
+    ok = np.isfinite(values)
+    if not ok.any():
+        return -math.inf
+    lo, hi = np.quantile(values[ok], [q, 1.0 - q])
+    return float(np.mean(np.where(ok, np.clip(values, lo, hi), lo)))
+
+
+def _trainable_copy(model: ArBG) -> ArBG:
+    """A copy to train (the loaded model may be shared read-only): eval mode (no dropout, and
+    the sampler's check), gradients on."""
+    work = ArBG(model.cfg).to(next(model.parameters()).device)
+    work.load_state_dict(model.state_dict())
+    return work.eval().requires_grad_(True)
+
+
+def _fraction_done(cfg: RefineConfig, step: int, elapsed_s: float) -> float:
+    by_steps = step / cfg.steps if cfg.steps is not None else 0.0
+    by_time = elapsed_s / (60.0 * cfg.minutes) if cfg.minutes is not None else 0.0
+    return max(by_steps, by_time)
+
+
+def refine(model: ArBG, tok: Tokenizer, target: Target, cfg: RefineConfig,
+           card_tau: float = 1.0, progress: Progress | None = None) -> RefineResult:
+    """Refine a copy of `model` against `target` (the model itself is left untouched)."""
+    report = progress or (lambda *a: None)
+    tau = cfg.loop_tau(card_tau)
+    final_seed = cfg.seed + 100_003
+    report("before", 0, 1, {})
+    before = measure(model, tok, target, cfg.final_n, card_tau, final_seed, cfg.clip_fraction)
+    report("before", 1, 1, {"ess": before.ess_fraction})
+    work = _trainable_copy(model)
+    device = next(work.parameters()).device
+    cond = conditioning(target.features, device=device, frame=tok.cfg.frame)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    guard = _Guard(work, tok, target, cfg, tau)
+    lr, history = cfg.lr, [{"step": 0, "elapsed_s": 0.0} | guard.check()]
+    optimizer = torch.optim.AdamW(work.parameters(), lr=lr, weight_decay=0.0)
+    step, t0, total = 0, time.perf_counter(), cfg.steps or round(60 * cfg.minutes)
+    while _fraction_done(cfg, step, time.perf_counter() - t0) < 1.0:
+        frac = _fraction_done(cfg, step, time.perf_counter() - t0)
+        beta = min(1.0, cfg.beta0 + (1.0 - cfg.beta0) * frac / cfg.anneal)
+        batch = _draw(work, tok, target, cfg.batch_size, tau, generator)
+        loss = _loss(work, batch, cond, tok, cfg, beta)
+        optimizer.zero_grad(set_to_none=True)
+        if loss.requires_grad:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(work.parameters(), cfg.grad_clip)
+            optimizer.step()
+        step += 1
+        elapsed = time.perf_counter() - t0
+        info = {"beta": beta, "batch_ess": batch.ensemble.ess_fraction, "score": guard.best}
+        report("refine", step if cfg.steps else min(round(elapsed), total), total, info)
+        if step % cfg.eval_every == 0:
+            history.append({"step": step, "elapsed_s": time.perf_counter() - t0, "beta": beta,
+                            "batch_ess": batch.ensemble.ess_fraction} | guard.check())
+            if history[-1]["action"] == "rollback":
+                if guard.rollbacks > cfg.max_rollbacks:
+                    break
+                lr /= 2  # a fresh optimizer: the old moments led away from the best state
+                optimizer = torch.optim.AdamW(work.parameters(), lr=lr, weight_decay=0.0)
+    wall = time.perf_counter() - t0
+    if step % cfg.eval_every:  # the last steps get their check too
+        history.append({"step": step, "elapsed_s": wall} | guard.check())
+    work.load_state_dict(guard.best_state)
+    work.requires_grad_(False)
+    report("after", 0, 1, {})
+    after = measure(work, tok, target, cfg.final_n, tau, final_seed, cfg.clip_fraction)
+    report("after", 1, 1, {"ess": after.ess_fraction})
+    return RefineResult(work, tau, card_tau, step, wall, guard.rollbacks, before.summary(),
+                        after.summary(), history)
+
+
+# ------------------------------------------------------------------------------- checkpoints
+
+
+def refine_checkpoint(loaded, pep, cfg: RefineConfig, out: str | Path,
+                      progress: Progress | None = None) -> dict:
+    """Refine a loaded checkpoint for the peptide `pep` and write an ordinary per-system
+    checkpoint folder `out` (a transferable parent gives a model of `pep` alone). Returns the
+    card written."""
+    from . import checkpoint
+
+    loaded.check_serves(pep.sequence, pep.termini)
+    preset = loaded.config.preset
+    result = refine(loaded.model, loaded.tokenizer, target_for(pep, preset), cfg,
+                    card_tau=loaded.card.default_tau, progress=progress)
+    system = checkpoint.SystemSpec(pep.sequence, pep.termini, preset)
+    parent = {"name": loaded.name, "transferable": loaded.transferable, "tau": loaded.tau}
+    card = {"name": f"{loaded.title} refined for {system.label}", "system": asdict(system),
+            "tau": result.tau,
+            "description": f"{loaded.title} refined against the {preset} energy alone (no MD) "
+                           f"for {system.label}: {cfg.objective}, {result.steps} steps, "
+                           f"{result.wall_time_s:.0f} s, {result.rollbacks} rollbacks; ESS "
+                           f"{100 * result.before['ess_fraction']:.2f}% -> "
+                           f"{100 * result.after['ess_fraction']:.2f}% on "
+                           f"{cfg.final_n} fresh samples",
+            "parent": parent | {"card": {k: loaded.card.raw[k] for k in ("training", "evaluation")
+                                         if k in loaded.card.raw}},
+            "refined": result.record(cfg)}
+    checkpoint.save(out, result.model, loaded.tokenizer.cfg, system=system, card=card,
+                    extra={"refined_from": parent, "refine": asdict(cfg)})
+    return card
