@@ -74,6 +74,22 @@ class TrainConfig:
                        "rotations in training; the paper's) | body (3A - 6 coordinates in the "
                        "frame of three bonded atoms, a uniform rotation when sampling)")
 
+    def __post_init__(self):
+        """Every number in range (`arbg train` checks each flag through this, checks.py)."""
+        from .checks import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, SEED, Range,
+                             check, one_of, optional)
+        from .frames import FRAMES
+        from .model import SIZES
+
+        check(self, n_bins=optional(Range(int, 2, 2**20)), a=optional(POSITIVE),
+              std_nm=optional(POSITIVE), steps=POSITIVE_INT, batch_size=POSITIVE_INT, lr=POSITIVE,
+              muon_lr=optional(POSITIVE), weight_decay=NON_NEGATIVE, warmup_steps=COUNT,
+              min_lr_ratio=FRACTION, grad_clip=POSITIVE, val_every=POSITIVE_INT,
+              val_frames=POSITIVE_INT, save_every=POSITIVE_INT, seed=SEED)
+        for name, choices in (("size", SIZES), ("optimizer", OPTIMIZERS), ("bf16", BF16_MODES),
+                              ("frame", FRAMES)):
+            one_of(self, name, choices)
+
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
     """Linear warm-up, then cosine decay to min_lr_ratio."""
