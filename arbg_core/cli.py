@@ -1,10 +1,12 @@
 """`arbg` command line: build | md | train | sample | evaluate | ship | bench.
 
-This module is the parser; what each command does is in `commands.py`. Flag names follow
+This module is the parser; what each command does is in `commands.py` (`commands_train.py` for
+train). Flag names follow
 DESIGN §14. The flags that set a config (`MDConfig`, `TrainConfig`,
 `SampleConfig`) are made from the dataclass's fields: type, default and help come from the field,
-choices from the package's constants, so a new setting is one field. Usage errors exit with
-code 2 and one line on stderr.
+choices from the package's constants, so a new setting is one field; numbers are checked
+by the dataclass as they are parsed. Bad input of any kind (a flag, a file, a folder; see
+`errors.user_errors`) exits with code 2 and one line on stderr, before any sampling or MD starts.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import argparse
 import sys
 
 from . import commands as cmd
-from .errors import UsageError
+from . import commands_train
+from .checks import POSITIVE_INT, Range
+from .errors import one_line, user_errors
 from .flags import add_config_flags
 
 
@@ -56,7 +60,7 @@ def _add_train_parser(sub):
                         "files (with --top) or one prepared .npz; "
                         "with --transferable one corpus folder or `arbg md --sequences` folder")
     p.add_argument("--top", metavar="PDB", help="topology for trajectory files")
-    p.add_argument("--stride", type=int, default=1, help="use every n-th frame")
+    p.add_argument("--stride", type=POSITIVE_INT.parse, default=1, help="use every n-th frame")
     p.add_argument("--split", default="0.8,0.1,0.1", metavar="TR,VA,TE",
                    help="time-block fractions of each replica for train, validation and test")
     p.add_argument("--preset", default=DEFAULT_PRESET, choices=tuple(PRESETS),
@@ -73,7 +77,7 @@ def _add_train_parser(sub):
                         "prepare into, default OUT/corpus)")
     p.add_argument("--dry-run", action="store_true", help="print parameter counts and exit")
     p.add_argument("--out", metavar="DIR")
-    p.set_defaults(func=cmd.cmd_train)
+    p.set_defaults(func=commands_train.cmd_train)
 
 
 def build_parser():
@@ -101,7 +105,8 @@ def build_parser():
     p.add_argument("--shard", metavar="i/n", help="corpus mode: run every n-th sequence from i")
     add_config_flags(p, MDConfig, rename={"temperature_k": "--temperature"},
                      defaults={"ns": None}, required=("ns",), choices={"preset": tuple(PRESETS)})
-    p.add_argument("--replicas", type=int, default=1, help="independent seeds, one process each")
+    p.add_argument("--replicas", type=POSITIVE_INT.parse, default=1,
+                   help="independent seeds, one process each")
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(func=cmd.cmd_md)
 
@@ -109,7 +114,7 @@ def build_parser():
 
     p = sub.add_parser("sample", help="draw samples, reweight to the Boltzmann distribution")
     _add_sampling_flags(p)
-    p.add_argument("--n", type=int, default=1000, help="number of proposals")
+    p.add_argument("--n", type=POSITIVE_INT.parse, default=1000, help="number of proposals")
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(func=cmd.cmd_sample)
 
@@ -118,9 +123,11 @@ def build_parser():
     p.add_argument("--reference", required=True, metavar="TRAJ",
                    help="trajectory file, arbg md folder, or prepared .npz (its test split)")
     p.add_argument("--top", metavar="PDB", help="topology for a trajectory file")
-    p.add_argument("--n-proposals", type=int, default=100_000)
-    p.add_argument("--n-eval", type=int, default=10_000, help="samples and frames compared")
-    p.add_argument("--lag", type=int, default=10, help="TICA lag in reference frames")
+    p.add_argument("--n-proposals", type=POSITIVE_INT.parse, default=100_000)
+    p.add_argument("--n-eval", type=Range(int, 2).parse, default=10_000,
+                   help="samples and frames compared")
+    p.add_argument("--lag", type=POSITIVE_INT.parse, default=10,
+                   help="TICA lag in reference frames (shorter than the reference)")
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(func=cmd.cmd_evaluate)
 
@@ -151,12 +158,12 @@ def main(argv=None):
         return 2
     try:
         args.func(args)
-    except UsageError as e:
-        sys.stderr.write(f"arbg {args.command}: error: {e}\n")
-        return 2
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
+    except user_errors() as e:  # the user's to fix: one line, no traceback
+        sys.stderr.write(f"arbg {args.command}: error: {one_line(e)}\n")
+        return 2
     return 0
 
 
