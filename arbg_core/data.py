@@ -144,18 +144,16 @@ def save_reference(path: str | Path, traj, features: AtomFeatures, max_frames: i
 
 def load_source(path: str | Path, top: str | None = None, stride: int = 1):
     """One source -> list of trajectories (one per replica): an `arbg md` folder (replica_*
-    subfolders are separate sources) or any trajectory file mdtraj reads (with `top`)."""
-    import mdtraj as md
-
+    subfolders are separate sources) or a trajectory file (with `top`), checked whole and
+    finite by `trajectories.load_trajectory`."""
     from .md import load_run
+    from .trajectories import load_trajectory
 
     path = Path(path)
     if path.is_dir():
         replicas = sorted(p for p in path.glob("replica_*") if p.is_dir()) or [path]
         return [load_run(r, stride=stride) for r in replicas if (r / "state.json").exists()]
-    if not path.exists():
-        raise FileNotFoundError(f"no trajectory at {path}")
-    return [md.load(str(path), top=top, stride=stride) if top else md.load(str(path), stride=stride)]
+    return [load_trajectory(path, top, stride=stride, quiet=True)]
 
 
 def evenly_spaced(n_total: int, n_pick: int) -> np.ndarray:
