@@ -17,7 +17,7 @@ import sys
 from . import commands as cmd
 from . import commands_train
 from .checks import POSITIVE_INT, Range
-from .errors import one_line, user_errors
+from .errors import UsageError, one_line, user_errors  # noqa: F401 (cli.UsageError for callers)
 from .flags import add_config_flags
 
 

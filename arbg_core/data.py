@@ -84,13 +84,17 @@ class FrameData:
 
     @classmethod
     def load(cls, path: str | Path, mmap: bool = False) -> "FrameData":
-        """Read a .npz; with `mmap`, frames of an uncompressed file are memory-mapped (read-only)."""
-        with np.load(path, allow_pickle=False) as z:
-            feats = AtomFeatures(z["element"], z["atom_name"], z["residue_type"], z["residue_index"])
-            keys = ("xyz_train", "xyz_val", "xyz_test")
-            mapped = [_memmap_member(path, k) if mmap else None for k in keys]
-            xyz = [z[k] if m is None else m for k, m in zip(keys, mapped)]
-            return cls(*xyz, feats, str(z["topology_pdb"]), json.loads(str(z["meta"])))
+        """A .npz that `save` wrote (else ValueError); `mmap` maps uncompressed frames read-only."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                feats = AtomFeatures(z["element"], z["atom_name"], z["residue_type"],
+                                     z["residue_index"])
+                keys = ("xyz_train", "xyz_val", "xyz_test")
+                mapped = [_memmap_member(path, k) if mmap else None for k in keys]
+                xyz = [z[k] if m is None else m for k, m in zip(keys, mapped)]
+                return cls(*xyz, feats, str(z["topology_pdb"]), json.loads(str(z["meta"])))
+        except (KeyError, ValueError, EOFError, zipfile.BadZipFile):  # JSONDecodeError is one too
+            raise ValueError(f"{path} is not a prepared dataset (arbg train --save-data)") from None
 
 
 def _memmap_member(path: str | Path, key: str) -> np.ndarray | None:
@@ -144,8 +148,7 @@ def save_reference(path: str | Path, traj, features: AtomFeatures, max_frames: i
 
 def load_source(path: str | Path, top: str | None = None, stride: int = 1):
     """One source -> list of trajectories (one per replica): an `arbg md` folder (replica_*
-    subfolders are separate sources) or a trajectory file (with `top`), checked whole and
-    finite by `trajectories.load_trajectory`."""
+    subfolders are separate sources) or a file `trajectories.load_trajectory` reads (with `top`)."""
     from .md import load_run
     from .trajectories import load_trajectory
 

@@ -7,9 +7,7 @@ the proposal and the reweighted ensemble, each with its MD-vs-MD noise floor.
 
 from __future__ import annotations
 
-import json
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,10 +28,7 @@ def load_reference(path: str | Path, top: str | None = None, split: str = "test"
 
     path = Path(path)
     if path.suffix == ".npz":
-        try:
-            fd = FrameData.load(path)
-        except (KeyError, OSError, zipfile.BadZipFile, json.JSONDecodeError):
-            raise ValueError(f"{path} is not a prepared dataset (arbg train --save-data)") from None
+        fd = FrameData.load(path)
         xyz = getattr(fd, f"xyz_{split}")
         if len(xyz) == 0:
             raise ValueError(f"{path} has no {split} frames")
