@@ -12,7 +12,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import UsageError, one_line
 from .flags import config_from
 
 
@@ -106,7 +106,7 @@ def _md_corpus(args, config, out):
     try:
         listed = read_sequence_list(args.sequences)
     except (OSError, ValueError) as e:
-        raise UsageError(f"--sequences: {e}") from None
+        raise UsageError(f"--sequences: {one_line(e)}") from None
     seqs = [s for s, _ in listed]
     i, n = _parse_shard(args.shard) if args.shard else (0, 1)
     jobs = [(s, args.termini, out / s, replace(config, seed=config.seed + k))

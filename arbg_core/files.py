@@ -95,7 +95,7 @@ def read_json(path: str | os.PathLike) -> Any:
         raise ValueError(f"{path} is not valid JSON: {e}") from None
 
 
-# ----------------------------------------------------------------- result folders, whole or not at all
+# ------------------------------------------------------------ result folders, whole or not at all
 
 
 def _hidden(path: Path, what: str) -> Path:
@@ -202,8 +202,8 @@ def output_folder(path: str | os.PathLike, marker: str, need_bytes: int = 0) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(path.parent).free
     if free < need_bytes:
-        raise OSError(errno.ENOSPC, f"{need_bytes / 2**20:.0f} MB needed, "
-                      f"{free / 2**20:.0f} MB free", str(path.parent))
+        raise OSError(errno.ENOSPC, f"not enough free space for {path}: about "
+                      f"{need_bytes / 2**20:.0f} MB needed, {free / 2**20:.0f} MB free")
     with _locked(path):
         _recover(path)
         _check_replaceable(path, marker)
