@@ -81,11 +81,12 @@ class TrainConfig:
         from .frames import FRAMES
         from .model import SIZES
 
+        # a, std_nm, muon_lr: None means "the default" and 0 is refused (no `or` can mistake it)
         check(self, n_bins=optional(Range(int, 2, 2**20)), a=optional(POSITIVE),
-              std_nm=optional(POSITIVE), steps=POSITIVE_INT, batch_size=POSITIVE_INT, lr=POSITIVE,
-              muon_lr=optional(POSITIVE), weight_decay=NON_NEGATIVE, warmup_steps=COUNT,
-              min_lr_ratio=FRACTION, grad_clip=POSITIVE, val_every=POSITIVE_INT,
-              val_frames=POSITIVE_INT, save_every=POSITIVE_INT, seed=SEED)
+              std_nm=optional(POSITIVE), steps=POSITIVE_INT, batch_size=POSITIVE_INT,
+              lr=NON_NEGATIVE, muon_lr=optional(POSITIVE), weight_decay=NON_NEGATIVE,
+              warmup_steps=COUNT, min_lr_ratio=FRACTION, grad_clip=POSITIVE,
+              val_every=POSITIVE_INT, val_frames=POSITIVE_INT, save_every=POSITIVE_INT, seed=SEED)
         for name, choices in (("size", SIZES), ("optimizer", OPTIMIZERS), ("bf16", BF16_MODES),
                               ("frame", FRAMES)):
             one_of(self, name, choices)
