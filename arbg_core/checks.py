@@ -43,7 +43,8 @@ class Range:
         lo, hi = (None if v is None else f"{v:g}" if self.kind is float else str(int(v))
                   for v in (self.lo, self.hi))
         if lo is not None and hi is not None:
-            return f"{what} in {'(' if self.lo_open else '['}{lo}, {hi}{')' if self.hi_open else ']'}"
+            left, right = "(" if self.lo_open else "[", ")" if self.hi_open else "]"
+            return f"{what} in {left}{lo}, {hi}{right}"
         if lo is not None:
             return f"{what} {'>' if self.lo_open else '>='} {lo}"
         if hi is not None:

@@ -17,8 +17,10 @@ import sys
 from . import commands as cmd
 from . import commands_train
 from .checks import POSITIVE_INT, Range
-from .errors import UsageError, one_line, user_errors  # noqa: F401 (cli.UsageError for callers)
+from .errors import UsageError, one_line, user_errors
 from .flags import add_config_flags
+
+__all__ = ["UsageError", "build_parser", "main"]  # UsageError: callers catch cli.UsageError
 
 
 def _termini_flag(p, default="zwitterionic"):

@@ -97,7 +97,8 @@ def _trr_frame(data, at: int) -> tuple[int | None, int]:
     magic, slen, strlen = struct.unpack(">iii", data[at:at + 12])
     if magic != 1993 or slen != 13 or strlen != 12:
         return None, 0
-    sizes = struct.unpack(">13i", data[at + 24:at + 76])  # ir e box vir pres top sym x v f, natoms..
+    # sizes of ir e box vir pres top sym x v f blocks, then natoms, step, nre
+    sizes = struct.unpack(">13i", data[at + 24:at + 76])
     n_atoms = sizes[10]
     real = sizes[2] // 9 if sizes[2] else sizes[7] // (3 * n_atoms)  # float or double
     if n_atoms <= 0 or real not in (4, 8) or min(sizes[:10]) < 0:
