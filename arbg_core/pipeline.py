@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from . import __version__
-from .checks import FRACTION, POSITIVE_INT, SEED, TAU, Range, SettingError, check, one_of, optional
+from .checks import FRACTION, POSITIVE_INT, SEED, TAU, Range, SettingError, check, optional
 from .checkpoint import LoadedModel
 from .energy import EnergyModel
 from .files import write_json
@@ -59,10 +59,12 @@ class SampleConfig:
         check(self, n=POSITIVE_INT, batch_size=POSITIVE_INT, tau=optional(TAU), seed=SEED,
               clip_fraction=Range(float, 0, 1, hi_open=True), energy_chunk=POSITIVE_INT,
               smc_threshold=FRACTION)
-        one_of(self, "method", METHODS)
+        if self.method not in METHODS:
+            raise SettingError("method", f"{self.method!r} is an unknown sampling method; choose "
+                               f"{' or '.join(METHODS)}")
         if self.method == "smc" and not self.reweight:
-            raise SettingError("reweight", "is needed by SMC: it weights particles as it grows "
-                               "them", joint=True)
+            raise SettingError("reweight", "cannot be off for SMC: it weights particles as it "
+                               "grows them and cannot run without energies", joint=True)
 
 
 def output_bytes(n: int, n_atoms: int) -> int:
