@@ -143,18 +143,26 @@ def build_parser():
     return parser
 
 
+class _BadFlags(Exception):
+    """A flag argparse refused (its message is already on stderr)."""
+
+
 def main(argv=None):
+    """Run `arbg ARGV`; returns the exit code (2: bad input, said in one line on stderr)."""
     parser = build_parser()
 
     def one_line_error(message):
         sys.stderr.write(f"{parser.prog}: error: {message}\n")
-        sys.exit(2)
+        raise _BadFlags
 
     parser.error = one_line_error
     for action in parser._subparsers._group_actions if parser._subparsers else []:
         for sp in action.choices.values():
             sp.error = one_line_error
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _BadFlags:
+        return 2
     if args.command is None:
         parser.print_help()
         return 2
