@@ -6,7 +6,6 @@ import streamlit as st
 
 from . import catalog as cat
 from . import state
-from .exports import settings_from_record
 
 
 def apply_record(uploader_key: str) -> None:
@@ -15,7 +14,7 @@ def apply_record(uploader_key: str) -> None:
     if file is None:
         return
     try:
-        s = settings_from_record(file.getvalue())
+        s = state.record_settings(file.getvalue())  # within the widgets' ranges
     except ValueError as e:
         st.session_state[state.K_RECORD_MSG] = ("error", str(e))
         return

@@ -7,7 +7,8 @@ Process-wide (shared by every browser session, never mutated):
   are data (st.cache_data: each caller gets its own copy). OpenMM contexts / EnergyModel objects
   are never cached: every run and every comparison makes its own.
 Per session (st.session_state, under the keys below): the finished run, the running job (jobs.py),
-upload validation results, the Home widgets.
+upload validation results, the Home widgets; a run record's settings are admitted only within
+the widgets' ranges (`record_settings`).
 Nothing here runs at import time.
 """
 
@@ -17,11 +18,14 @@ from __future__ import annotations
 import streamlit as st
 
 from arbg_core import checkpoint
+from arbg_core.checks import SEED, TAU, Range
 
 from . import catalog as cat
 from .paths import models_dir, reference_path
 
 MAX_SAMPLES = 20_000
+# The Home widgets' ranges, which a loaded run record must respect too.
+RECORD_RULES = {"n": Range(int, 1, MAX_SAMPLES), "tau": TAU, "seed": SEED}
 K_RUN, K_JOB, K_UPLOAD_MEMO, K_RECORD_MSG = "arbg_run", "arbg_job", "arbg_upload_memo", "arbg_record_msg"
 # Home widgets (keys shared with the run-record loader)
 K_SOURCE, K_SYSTEM, K_SEQUENCE, K_TERMINI = "home_source", "home_system", "home_sequence", "home_termini"
@@ -118,3 +122,28 @@ def validated_upload(files, run):
     if isinstance(memo[1], Exception):
         raise memo[1]
     return memo[1]
+
+
+# ------------------------------------------------------------------------------- run records
+
+
+def record_settings(data: bytes) -> dict:
+    """A run record's settings (exports.settings_from_record), each number as stored in the
+    record within the range of its Home widget, the method one the app offers. Raises
+    ValueError with a message for the user."""
+    import json
+
+    from arbg_core.pipeline import METHODS
+
+    from .exports import settings_from_record
+
+    settings = settings_from_record(data)
+    stored = json.loads(data.decode("utf-8"))["settings"]  # before int()/float() rounded them
+    for name, rule in RECORD_RULES.items():
+        problem = rule.problem(stored[name])
+        if problem:
+            raise ValueError(f"the record's {name} {problem}: the app takes the Home page's range")
+    if settings["method"] not in METHODS:
+        raise ValueError(f"the record's method must be one of {', '.join(METHODS)}, "
+                         f"got {settings['method']!r}")
+    return settings

@@ -7,7 +7,8 @@
     card.json           data provenance, steps, tuned tau, metrics and their commands
 
 `read_config` / `read_card` turn the JSON into `CheckpointConfig` / `Card` (frozen dataclasses);
-the rest of the package reads attributes. Loading never calls torch.load. Which shipped model
+the rest of the package reads attributes. Loading never calls torch.load, and checks the config's
+numbers and the weights' shapes before building anything (checkpoint_files.py). Which shipped model
 serves which system is decided here (`ModelEntry.check_serves`, `serving`), for CLI and app alike.
 """
 
@@ -23,8 +24,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .checkpoint_files import check_section, check_shapes
 from .energy import DEFAULT_PRESET
-from .files import atomic_path, read_json, write_json
+from .files import atomic_path, output_folder, read_json, write_json
 from .model import ArBG, ModelConfig
 from .tokenizer import Tokenizer, TokenizerConfig
 
@@ -130,13 +132,15 @@ class CheckpointConfig:
 
 
 def _typed(cls, given, key: str, source: str):
+    """`cls` from the JSON object `given` (section `key`), its types and ranges checked first."""
     known = {f.name for f in fields(cls)}
     if not isinstance(given, Mapping) or set(given) - known:
         bad = sorted(set(given) - known) if isinstance(given, Mapping) else [type(given).__name__]
         raise ValueError(f"{source}: invalid {key} config ({', '.join(bad)})")
+    check_section(given, key, source)  # types and ranges before anything is built
     try:
         return cls(**given)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:  # e.g. d_model not divisible by n_heads
         raise ValueError(f"{source}: invalid {key} config ({e})") from None
 
 
@@ -256,6 +260,7 @@ def save(path: str | os.PathLike, model: torch.nn.Module, tokenizer_cfg: Tokeniz
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     with atomic_path(path / WEIGHTS) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt"})
+        tmp.chmod(0o644)  # safetensors writes 0600; a shipped model is read by other users
     write_json(path / CONFIG, raw)
     write_json(path / CARD, dict(card or {}))
     return path
@@ -293,6 +298,9 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedM
     weights = entry.path / WEIGHTS
     if not weights.is_file():
         raise FileNotFoundError(f"incomplete checkpoint {entry.path}: {WEIGHTS} is missing")
+    with torch.device("meta"):  # shapes without memory, checked before any tensor is loaded
+        expected = {k: tuple(v.shape) for k, v in ArBG(entry.config.model).state_dict().items()}
+    check_shapes(weights, expected, CONFIG)
     try:
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
@@ -307,15 +315,17 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedM
                        prepare_for_inference(model, device), Tokenizer(entry.config.tokenizer))
 
 
-def copy_weights(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
-    """A fresh checkpoint folder `dest` holding the weights and config of `src` (for shipping:
-    the card is written separately)."""
+def copy_weights(src: str | os.PathLike, dest: str | os.PathLike,
+                 card: Mapping | None = None) -> Path:
+    """A fresh checkpoint folder `dest` holding the weights and config of `src` and `card` (if
+    given), put in place whole (files.output_folder): a kill leaves the old folder or the new."""
     dest = Path(dest)
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    for f in (WEIGHTS, CONFIG):
-        shutil.copy2(Path(src) / f, dest / f)
+    with output_folder(dest, CONFIG) as tmp:
+        for f in (WEIGHTS, CONFIG):
+            shutil.copyfile(Path(src) / f, tmp / f)
+        (tmp / WEIGHTS).chmod(0o644)
+        if card is not None:
+            write_json(tmp / CARD, dict(card))
     return dest
 
 

@@ -1,10 +1,12 @@
 """`arbg` command line: build | md | train | sample | evaluate | refine | ship | bench.
 
-This module is the parser; what each command does is in `commands.py`. Flag names follow
+This module is the parser; what each command does is in `commands.py` (`commands_train.py` for
+train). Flag names follow
 DESIGN §14. The flags that set a config (`MDConfig`, `TrainConfig`,
 `SampleConfig`) are made from the dataclass's fields: type, default and help come from the field,
-choices from the package's constants, so a new setting is one field. Usage errors exit with
-code 2 and one line on stderr.
+choices from the package's constants, so a new setting is one field; numbers are checked
+by the dataclass as they are parsed. Bad input of any kind (a flag, a file, a folder; see
+`errors.user_errors`) exits with code 2 and one line on stderr, before any sampling or MD starts.
 """
 
 from __future__ import annotations
@@ -13,8 +15,12 @@ import argparse
 import sys
 
 from . import commands as cmd
-from .errors import UsageError
+from . import commands_train
+from .checks import POSITIVE_INT, Range
+from .errors import UsageError, one_line, user_errors
 from .flags import add_config_flags
+
+__all__ = ["UsageError", "build_parser", "main"]  # UsageError: callers catch cli.UsageError
 
 
 def _termini_flag(p, default="zwitterionic"):
@@ -56,7 +62,7 @@ def _add_train_parser(sub):
                         "files (with --top) or one prepared .npz; "
                         "with --transferable one corpus folder or `arbg md --sequences` folder")
     p.add_argument("--top", metavar="PDB", help="topology for trajectory files")
-    p.add_argument("--stride", type=int, default=1, help="use every n-th frame")
+    p.add_argument("--stride", type=POSITIVE_INT.parse, default=1, help="use every n-th frame")
     p.add_argument("--split", default="0.8,0.1,0.1", metavar="TR,VA,TE",
                    help="time-block fractions of each replica for train, validation and test")
     p.add_argument("--preset", default=DEFAULT_PRESET, choices=tuple(PRESETS),
@@ -77,7 +83,7 @@ def _add_train_parser(sub):
                         "about half the size, for a lent GPU machine")
     p.add_argument("--dry-run", action="store_true", help="print parameter counts and exit")
     p.add_argument("--out", metavar="DIR")
-    p.set_defaults(func=cmd.cmd_train)
+    p.set_defaults(func=commands_train.cmd_train)
 
 
 def _add_refine_parser(sub):
@@ -122,7 +128,8 @@ def build_parser():
     p.add_argument("--shard", metavar="i/n", help="corpus mode: run every n-th sequence from i")
     add_config_flags(p, MDConfig, rename={"temperature_k": "--temperature"},
                      defaults={"ns": None}, required=("ns",), choices={"preset": tuple(PRESETS)})
-    p.add_argument("--replicas", type=int, default=1, help="independent seeds, one process each")
+    p.add_argument("--replicas", type=POSITIVE_INT.parse, default=1,
+                   help="independent seeds, one process each")
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(func=cmd.cmd_md)
 
@@ -130,7 +137,7 @@ def build_parser():
 
     p = sub.add_parser("sample", help="draw samples, reweight to the Boltzmann distribution")
     _add_sampling_flags(p)
-    p.add_argument("--n", type=int, default=1000, help="number of proposals")
+    p.add_argument("--n", type=POSITIVE_INT.parse, default=1000, help="number of proposals")
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(func=cmd.cmd_sample)
 
@@ -139,9 +146,11 @@ def build_parser():
     p.add_argument("--reference", required=True, metavar="TRAJ",
                    help="trajectory file, arbg md folder, or prepared .npz (its test split)")
     p.add_argument("--top", metavar="PDB", help="topology for a trajectory file")
-    p.add_argument("--n-proposals", type=int, default=100_000)
-    p.add_argument("--n-eval", type=int, default=10_000, help="samples and frames compared")
-    p.add_argument("--lag", type=int, default=10, help="TICA lag in reference frames")
+    p.add_argument("--n-proposals", type=POSITIVE_INT.parse, default=100_000)
+    p.add_argument("--n-eval", type=Range(int, 2).parse, default=10_000,
+                   help="samples and frames compared")
+    p.add_argument("--lag", type=POSITIVE_INT.parse, default=10,
+                   help="TICA lag in reference frames (shorter than the reference)")
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(func=cmd.cmd_evaluate)
 
@@ -156,29 +165,37 @@ def build_parser():
     return parser
 
 
+class _BadFlags(Exception):
+    """A flag argparse refused (its message is already on stderr)."""
+
+
 def main(argv=None):
+    """Run `arbg ARGV`; returns the exit code (2: bad input, said in one line on stderr)."""
     parser = build_parser()
 
     def one_line_error(message):
         sys.stderr.write(f"{parser.prog}: error: {message}\n")
-        sys.exit(2)
+        raise _BadFlags
 
     parser.error = one_line_error
     for action in parser._subparsers._group_actions if parser._subparsers else []:
         for sp in action.choices.values():
             sp.error = one_line_error
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _BadFlags:
+        return 2
     if args.command is None:
         parser.print_help()
         return 2
     try:
         args.func(args)
-    except UsageError as e:
-        sys.stderr.write(f"arbg {args.command}: error: {e}\n")
-        return 2
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
+    except user_errors() as e:  # the user's to fix: one line, no traceback
+        sys.stderr.write(f"arbg {args.command}: error: {one_line(e)}\n")
+        return 2
     return 0
 
 

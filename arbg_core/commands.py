@@ -1,5 +1,8 @@
 """What each `arbg` command does (the parser is `cli.py`): read flags, call the package, print
-one line. Bad input raises `UsageError` (one line on stderr, exit code 2)."""
+one line. Bad input raises `UsageError` (one line on stderr, exit code 2), and everything that
+can be checked (flags, device, model, reference, output folder) is checked before sampling or
+MD starts. `sample` and `evaluate` build their --out folder out of sight and put it in place
+whole (`files.output_folder`): a kill leaves the old result or the new one, never a mix."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import UsageError, one_line
 from .flags import config_from
 
 
@@ -103,7 +106,7 @@ def _md_corpus(args, config, out):
     try:
         listed = read_sequence_list(args.sequences)
     except (OSError, ValueError) as e:
-        raise UsageError(f"--sequences: {e}") from None
+        raise UsageError(f"--sequences: {one_line(e)}") from None
     seqs = [s for s, _ in listed]
     i, n = _parse_shard(args.shard) if args.shard else (0, 1)
     jobs = [(s, args.termini, out / s, replace(config, seed=config.seed + k))
@@ -131,9 +134,9 @@ def cmd_md(args):
 
     if (args.sequence is None) == (args.sequences is None):
         raise UsageError("give either SEQ or --sequences FILE")
-    if args.ns <= 0:
-        raise UsageError("--ns must be positive")
     config, out = config_from(MDConfig, args), Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder")
     if args.sequences is not None:
         return _md_corpus(args, config, out)
     if args.replicas == 1:
@@ -144,125 +147,32 @@ def cmd_md(args):
         pool.map(_md_replica, jobs)
 
 
-# ------------------------------------------------------------------------------------ train
+# -------------------------------------------------------------------------- sample, evaluate
 
 
-def _load_data(args):
-    from . import data as data_mod
-    from .peptide import identify
-
-    sources = list(args.data)
-    if len(sources) == 1 and sources[0].endswith(".npz"):
-        return data_mod.FrameData.load(sources[0])
-    for s in sources:
-        if not Path(data_mod.parse_source(s)[0]).exists():
-            raise UsageError(f"--data {s}: no such file or folder")
-    try:
-        fractions = tuple(float(f) for f in args.split.split(","))
-        if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
-            raise ValueError
-    except ValueError:
-        raise UsageError(f"--split must be three fractions summing to 1, got {args.split!r}") from None
-    fd = data_mod.prepare(sources, top=args.top, stride=args.stride, fractions=fractions)
-    seq, termini = identify(fd.topology)
-    fd.meta["system"] = {"sequence": seq, "termini": termini, "preset": args.preset}
-    return fd
-
-
-def _train_config(args):
-    from .train import TrainConfig
-
-    # checkpoints are written at every validation unless --save-every says otherwise
-    save_every = args.save_every if args.save_every is not None else args.val_every
-    return config_from(TrainConfig, args, save_every=save_every)
-
-
-def _print_sizes():
+def check_device(name: str):
+    """The torch device `name` means here (auto: CUDA when present); UsageError if there is no
+    such device on this machine."""
     import torch
 
-    from .model import SIZES, ArBG, ModelConfig
+    from .sampling import resolve_device
 
-    for name in SIZES:
-        cfg = ModelConfig.preset(name)
-        with torch.device("meta"):  # counts parameters without allocating them
-            n = ArBG(cfg).num_params()
-        print(f"{name:6s} {n / 1e6:8.2f}M parameters  (d={cfg.d_model}, layers={cfg.n_layers}, "
-              f"heads={cfg.n_heads}, bins={cfg.n_bins})")
-
-
-def cmd_train(args):
-    from .train import train
-
-    if args.dry_run:
-        return _print_sizes()
-    if args.transferable:
-        if not args.data or not args.out:
-            raise UsageError("train needs --data and --out (or --dry-run)")
-        return _train_transferable(args)
-    if not args.data or not (args.out or args.save_data):
-        raise UsageError("train needs --data and --out (or --save-data alone, or --dry-run)")
-    data = _load_data(args)
-    if args.save_data:
-        if args.pack:
-            from . import packed
-
-            packed.save(data, args.save_data)
-        else:
-            data.save(args.save_data)
-        print(f"dataset {data.meta['frames']} -> {args.save_data}")
-        if not args.out:  # prepare once here, train elsewhere (e.g. a GPU machine)
-            return
-    bar, progress = tqdm_progress(args.steps, "train", "step")
     try:
-        summary = train(data, args.out, _train_config(args), resume=args.resume,
-                        device=args.device, progress=progress)
-    finally:
-        bar.close()
-    if is_main_process():
-        print(f"best val NLL {summary['best_val_nll']:.4f} nats/coord, "
-              f"{summary['tokens_per_s']:.0f} tokens/s on {summary['device']} -> {args.out}")
-
-
-def _train_transferable(args):
-    """--data is a prepared corpus or an `arbg md --sequences` folder (prepared on the fly into
-    --save-data, default OUT/corpus)."""
-    from .data import Corpus
-    from .train import train_transferable
-
-    root = Path(args.data[0])
-    marks = ("corpus.json", "manifest.json")
-    if len(args.data) != 1 or not any((root / f).is_file() for f in marks):
-        raise UsageError("--transferable takes one --data folder: a prepared corpus (corpus.json) "
-                         "or an `arbg md --sequences` output folder (manifest.json)")
-    if (root / "corpus.json").is_file():
-        try:
-            root = Corpus(root)
-        except ValueError as e:
-            raise UsageError(str(e)) from None
-    bar, progress = tqdm_progress(args.steps, "train", "step")
-    try:
-        summary = train_transferable(root, args.out, _train_config(args), resume=args.resume,
-                                     device=args.device, progress=progress, stride=args.stride,
-                                     corpus_dir=args.save_data)
-    finally:
-        bar.close()
-    if is_main_process():
-        lo, hi = summary["lengths"]
-        print(f"transferable ({summary['termini']}, lengths {lo}-{hi}): best val NLL "
-              f"{summary['best_val_nll']:.4f} nats/coord, {summary['tokens_per_s']:.0f} tokens/s "
-              f"on {summary['device']} -> {args.out}")
-
-
-# -------------------------------------------------------------------------- sample, evaluate
+        device = resolve_device(name)
+    except RuntimeError:
+        raise UsageError(f"--device {name}: not a device (auto, cpu or cuda)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: this machine has no CUDA device; use cpu or auto")
+    return device
 
 
 def load_model(name_or_path, device="auto"):
     """A checkpoint folder or shipped name, loaded on `device` (auto: CUDA when present)."""
     from . import checkpoint
-    from .sampling import resolve_device
 
+    device = check_device(device)
     try:
-        return checkpoint.load(name_or_path, device=resolve_device(device))
+        return checkpoint.load(name_or_path, device=device)
     except (FileNotFoundError, ValueError) as e:
         raise UsageError(str(e)) from None
 
@@ -306,8 +216,6 @@ def model_for(args):
 def _sample_config(args, **overrides):
     from .pipeline import SampleConfig
 
-    if not 0.0 <= args.smc_threshold <= 1.0:
-        raise UsageError(f"--smc-threshold must be in [0, 1], got {args.smc_threshold}")
     if args.method == "smc" and not getattr(args, "reweight", True):
         raise UsageError("--method smc weights particles as it grows them: drop --no-reweight")
     return config_from(SampleConfig, args, **overrides)
@@ -321,41 +229,56 @@ def _sample_with_bar(loaded, pep, cfg):
     try:
         return run_sampling(loaded, pep, cfg, progress=lambda stage, done, total:
                             progress(done, total, {"stage": stage}))
-    except ValueError as e:
-        raise UsageError(str(e)) from None
     finally:
         bar.close()
 
 
 def cmd_sample(args):
-    from .pipeline import write_outputs
+    from .files import output_folder
+    from .pipeline import output_bytes, write_outputs
 
+    cfg = _sample_config(args)
     loaded = model_for(args)
     pep = system_for(loaded, args.sequence, args.termini)
-    result = _sample_with_bar(loaded, pep, _sample_config(args))
-    summary = write_outputs(result, args.out)
+    with output_folder(args.out, "summary.json", output_bytes(cfg.n, pep.n_atoms)) as out:
+        summary = write_outputs(_sample_with_bar(loaded, pep, cfg), out)
     ess = summary.get("ess")
     extra = f", ESS {ess:.1f} ({100 * summary['ess_fraction']:.2f}%)" if ess is not None else ""
     print(f"{args.n} samples of {pep.name}{extra} -> {args.out}")
 
 
-def cmd_evaluate(args):
-    from .pipeline import write_outputs
-    from .report import evaluate, load_reference
+def _reference_for(args, pep):
+    """--reference (with --top): complete, finite, of the sampled system, long enough for --lag."""
+    from .report import check_compatible, check_settings, load_reference
+    from .trajectories import COORDINATES_ONLY
 
+    if Path(args.reference).suffix.lower() in COORDINATES_ONLY and args.top is None:
+        raise UsageError(f"--reference {args.reference} holds coordinates only: give its "
+                         "topology with --top PDB")
+    reference = load_reference(args.reference, args.top)
+    try:
+        check_compatible(reference, pep.topology)
+        check_settings(reference.n_frames, args.lag, args.n_eval)
+    except ValueError as e:
+        raise UsageError(f"--reference {args.reference}: {e}") from None
+    return reference
+
+
+def cmd_evaluate(args):
+    from .files import output_folder
+    from .pipeline import output_bytes, write_outputs
+    from .report import REPORT_BYTES, evaluate
+
+    cfg = _sample_config(args, n=args.n_proposals)
     loaded = model_for(args)
     pep = system_for(loaded, args.sequence, args.termini)
-    try:
-        reference = load_reference(args.reference, args.top)
-    except (OSError, ValueError) as e:
-        raise UsageError(f"--reference {args.reference}: {e}") from None
-    result = _sample_with_bar(loaded, pep, _sample_config(args, n=args.n_proposals))
-    write_outputs(result, Path(args.out) / "samples")
-    try:
-        report = evaluate(result, reference, args.out, lag=args.lag, n_eval=args.n_eval,
+    reference = _reference_for(args, pep)
+    need = output_bytes(cfg.n, pep.n_atoms) + REPORT_BYTES
+    with output_folder(args.out, "report.json", need) as out:
+        result = _sample_with_bar(loaded, pep, cfg)
+        write_outputs(result, out / "samples")
+        report = evaluate(result, reference, out, lag=args.lag, n_eval=args.n_eval,
                           seed=args.seed).report
-    except ValueError as e:
-        raise UsageError(str(e)) from None
     m = report["metrics"]
     print(f"ESS {100 * report['sampling']['ess_fraction']:.2f}%  reweighted: E-W2 "
           f"{m['reweighted']['e_w2']:.3f} T-W2 {m['reweighted']['t_w2']:.3f} TICA-W2 "

@@ -85,14 +85,17 @@ class FrameData:
 
     @classmethod
     def load(cls, path: str | Path, mmap: bool = False) -> "FrameData":
-        """Read a .npz (plain or packed); `mmap`: memory-map the frames of an uncompressed one."""
-        with np.load(path, allow_pickle=False) as z:
-            feats = AtomFeatures(z["element"], z["atom_name"], z["residue_type"], z["residue_index"])
-            keys = ("xyz_train", "xyz_val", "xyz_test")
-            arrays = packed.load_arrays(z) if packed.is_packed(z) else z  # int16 (packed.py)
-            mapped = [_memmap_member(path, k) if mmap and arrays is z else None for k in keys]
-            xyz = [arrays[k] if m is None else m for k, m in zip(keys, mapped)]
-            return cls(*xyz, feats, str(z["topology_pdb"]), json.loads(str(z["meta"])))
+        """A .npz from `save` or packed.save (else ValueError); mmap: map plain, uncompressed ones."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                feats = AtomFeatures(*(z[k] for k in AtomFeatures.__dataclass_fields__))
+                keys = ("xyz_train", "xyz_val", "xyz_test")
+                arrays = packed.load_arrays(z) if packed.is_packed(z) else z  # int (packed.py)
+                mapped = [_memmap_member(path, k) if mmap and arrays is z else None for k in keys]
+                xyz = [arrays[k] if m is None else m for k, m in zip(keys, mapped)]
+                return cls(*xyz, feats, str(z["topology_pdb"]), json.loads(str(z["meta"])))
+        except (KeyError, ValueError, EOFError, zipfile.BadZipFile):  # JSONDecodeError is one too
+            raise ValueError(f"{path} is not a prepared dataset (arbg train --save-data)") from None
 
 
 def _memmap_member(path: str | Path, key: str) -> np.ndarray | None:
@@ -103,12 +106,12 @@ def _memmap_member(path: str | Path, key: str) -> np.ndarray | None:
         return None
     with open(path, "rb") as f:
         f.seek(info.header_offset)
-        local = f.read(30)  # the local file header: its name and extra field precede the data
-        name_len, extra_len = struct.unpack("<HH", local[26:30])
+        # the local file header (30 bytes): its name and extra field precede the data
+        name_len, extra_len = struct.unpack("<HH", f.read(30)[26:30])
         f.seek(info.header_offset + 30 + name_len + extra_len)
         fmt = np.lib.format
-        major = fmt.read_magic(f)[0]
-        shape, fortran, dtype = (fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0)(f)
+        read = fmt.read_array_header_1_0 if fmt.read_magic(f)[0] == 1 else fmt.read_array_header_2_0
+        shape, fortran, dtype = read(f)
         offset = f.tell()
     if 0 in shape:
         return np.zeros(shape, dtype)
@@ -145,18 +148,15 @@ def save_reference(path: str | Path, traj, features: AtomFeatures, max_frames: i
 
 def load_source(path: str | Path, top: str | None = None, stride: int = 1):
     """One source -> list of trajectories (one per replica): an `arbg md` folder (replica_*
-    subfolders are separate sources) or any trajectory file mdtraj reads (with `top`)."""
-    import mdtraj as md
-
+    subfolders are separate sources) or a file `trajectories.load_trajectory` reads (with `top`)."""
     from .md import load_run
+    from .trajectories import load_trajectory
 
     path = Path(path)
     if path.is_dir():
         replicas = sorted(p for p in path.glob("replica_*") if p.is_dir()) or [path]
         return [load_run(r, stride=stride) for r in replicas if (r / "state.json").exists()]
-    if not path.exists():
-        raise FileNotFoundError(f"no trajectory at {path}")
-    return [md.load(str(path), top=top, stride=stride) if top else md.load(str(path), stride=stride)]
+    return [load_trajectory(path, top, stride=stride, quiet=True)]
 
 
 def evenly_spaced(n_total: int, n_pick: int) -> np.ndarray:

@@ -290,8 +290,12 @@ class EnergyModel:
         if not isinstance(topology, md.Topology):
             raise TypeError(f"EnergyModel takes an mdtraj Topology (e.g. a Peptide's .topology), "
                             f"got {type(topology).__name__}")
+        from .checks import TEMPERATURE_K
+
         self.preset = get_preset(preset)
-        self.temperature_k = temperature_k or self.preset.temperature_k
+        if temperature_k is not None and TEMPERATURE_K.problem(temperature_k):
+            raise ValueError(f"temperature_k {TEMPERATURE_K.problem(temperature_k)}")
+        self.temperature_k = temperature_k if temperature_k is not None else self.preset.temperature_k
         self.kT = KB_KJ_PER_MOL_K * self.temperature_k
         self.system = create_system(topology, self.preset)
         self.n_atoms = self.system.getNumParticles()

@@ -1,12 +1,37 @@
 """CLI flags from config dataclasses: one flag per field, type/default/help/choices from the
-field (used by `cli.py` for md/train/sample and by `ship.py`, which `cli.py` imports)."""
+field (used by `cli.py` for md/train/sample and by `ship.py`, which `cli.py` imports).
+
+A flag's value is checked by the dataclass itself as it is parsed (`_checked`): the config's
+`__post_init__` (checks.py) says what is out of range, argparse says it as "argument --flag:
+must be ...", exit code 2, before any work starts."""
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import MISSING, fields
 
+from .checks import SettingError
 
 _TYPES = {"int": int, "float": float, "str": str}
+
+
+def _checked(cls, name: str, kind: type):
+    """An argparse type: the text as `kind`, refused if `cls` refuses it for field `name` (a
+    check of several fields together is left to building the whole config)."""
+
+    def parse(text: str):
+        value = kind(text)  # ValueError: argparse says "invalid int value"
+        try:
+            cls(**{name: value})
+        except SettingError as e:
+            if e.name == name and not e.joint:
+                raise argparse.ArgumentTypeError(e.problem) from None
+        except (TypeError, ValueError):
+            pass  # another field's default, or a joint check: judged with all flags together
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
 
 
 def add_config_flags(p, cls, rename=None, skip=(), defaults=None, choices=None,
@@ -29,7 +54,8 @@ def add_config_flags(p, cls, rename=None, skip=(), defaults=None, choices=None,
         base = f.type.split("|")[0].strip()
         kind = _TYPES.get(base, str)
         shown = "" if default is None else f" (default {default})"
-        p.add_argument(flag, dest=f.name, type=kind, default=default, required=f.name in required,
+        p.add_argument(flag, dest=f.name, type=_checked(cls, f.name, kind) if kind is not str
+                       else kind, default=default, required=f.name in required,
                        choices=choices.get(f.name, f.metadata.get("choices")), help=help_ + shown)
 
 

@@ -23,8 +23,11 @@ from typing import Callable
 
 import numpy as np
 
+from .checks import (NON_NEGATIVE, POSITIVE, POSITIVE_INT, TEMPERATURE_K, Range, SettingError,
+                     check, optional)
 from .energy import DEFAULT_PRESET, create_system, fastest_platform, get_preset
-from .files import atomic_path, atomic_write, read_json, write_json
+from .files import ascii_view, atomic_path, atomic_write, quiet_stdout, read_json, write_json
+from .trajectories import save_dcd
 
 
 def _help(default, text: str):
@@ -45,6 +48,19 @@ class MDConfig:
     seed: int = _help(0, "seed of the initial velocities and of the thermostat")
     platform: str = _help("auto", "OpenMM platform name; auto: the faster of Reference and CPU")
 
+    def __post_init__(self):
+        # seeds up to 2^30: replicas and corpus sequences add their index, OpenMM adds 1 (int32)
+        check(self, ns=POSITIVE, temperature_k=optional(TEMPERATURE_K),
+              dt_fs=Range(float, 0, 10, lo_open=True), friction_per_ps=NON_NEGATIVE,
+              save_ps=POSITIVE, warmup_ps=NON_NEGATIVE, chunk_frames=POSITIVE_INT,
+              seed=Range(int, 0, 2**30))
+        if self.steps_per_frame < 1:
+            raise SettingError("save_ps", f"{self.save_ps} is shorter than one time step "
+                               f"({self.dt_fs} fs)", joint=True)
+        if self.n_frames < 1:
+            raise SettingError("ns", f"{self.ns} is shorter than one frame ({self.save_ps} ps)",
+                               joint=True)
+
     @property
     def n_frames(self) -> int:
         return int(round(self.ns * 1000.0 / self.save_ps))
@@ -60,10 +76,8 @@ def _read_state(out: Path) -> dict | None:
 
 
 def _write_chunk(path: Path, xyz_nm: np.ndarray, topology):
-    import mdtraj as md
-
     with atomic_path(path, suffix=".dcd") as tmp:  # mdtraj picks the format from the suffix
-        md.Trajectory(xyz_nm.astype(np.float32), topology).save_dcd(str(tmp))
+        save_dcd(xyz_nm, topology, tmp)
 
 
 def run_md(topology, xyz: np.ndarray, out_dir: str | os.PathLike, config: MDConfig,
@@ -72,7 +86,8 @@ def run_md(topology, xyz: np.ndarray, out_dir: str | os.PathLike, config: MDConf
     `progress(frames_done, n_frames, ns_per_day)` after each chunk."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    temperature = config.temperature_k or get_preset(config.preset).temperature_k
+    temperature = (config.temperature_k if config.temperature_k is not None
+                   else get_preset(config.preset).temperature_k)
     system = create_system(topology, config.preset)
     state = _read_state(out)
     _check_same_settings(out, state, config)
@@ -185,23 +200,6 @@ def _commit_chunk(out: Path, state: dict, k: int, frames: np.ndarray, topology, 
     return new_state
 
 
-class quiet_stdout:
-    """Silence C-level stdout (mdtraj's DCD plugin prints a banner on every file it opens)."""
-
-    def __enter__(self):
-        import sys
-
-        sys.stdout.flush()
-        self._saved = os.dup(1)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 1)
-        os.close(devnull)
-
-    def __exit__(self, *exc):
-        os.dup2(self._saved, 1)
-        os.close(self._saved)
-
-
 def run_meta(out_dir: str | os.PathLike) -> dict:
     """md.json (settings, temperature, platform) of an `arbg md` folder or of its first replica."""
     out = Path(out_dir)
@@ -222,10 +220,10 @@ def load_run(out_dir: str | os.PathLike, stride: int = 1):
         state = _read_state(run)
         if state is None:
             raise FileNotFoundError(f"{run} is not an arbg md folder (no state.json)")
-        chunks = [run / f"chunk_{k:05d}.dcd" for k in range(state["chunks_done"])]
-        if chunks:
-            with quiet_stdout():
-                trajs.append(md.load(chunks, top=str(run / "topology.pdb"), stride=stride))
+        if state["chunks_done"]:
+            with ascii_view(run) as r, quiet_stdout():  # mdtraj's DCD reader: ASCII paths only
+                chunks = [str(r / f"chunk_{k:05d}.dcd") for k in range(state["chunks_done"])]
+                trajs.append(md.load(chunks, top=str(r / "topology.pdb"), stride=stride))
     if not trajs:
         raise ValueError(f"{out} has no finished frames yet")
     return md.join(trajs, check_topology=True, discard_overlapping_frames=False)

@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from . import __version__
+from .checks import FRACTION, POSITIVE_INT, SEED, TAU, Range, SettingError, check, optional
 from .checkpoint import LoadedModel
 from .energy import EnergyModel
 from .files import write_json
@@ -54,6 +55,22 @@ class SampleConfig:
         "constant", "SMC twist exp(-lambda_r u_r): lambda_r = 1 (constant) or r/R (linear)",
         choices=SMC_SCHEDULES)
 
+    def __post_init__(self):
+        check(self, n=POSITIVE_INT, batch_size=POSITIVE_INT, tau=optional(TAU), seed=SEED,
+              clip_fraction=Range(float, 0, 1, hi_open=True), energy_chunk=POSITIVE_INT,
+              smc_threshold=FRACTION)
+        if self.method not in METHODS:
+            raise SettingError("method", f"{self.method!r} is an unknown sampling method; choose "
+                               f"{' or '.join(METHODS)}")
+        if self.method == "smc" and not self.reweight:
+            raise SettingError("reweight", "cannot be off for SMC: it weights particles as it "
+                               "grows them and cannot run without energies", joint=True)
+
+
+def output_bytes(n: int, n_atoms: int) -> int:
+    """About the disk space `write_outputs` needs for n samples (DCD + npz + text)."""
+    return n * (12 * n_atoms + 64) + 2**20
+
 
 @dataclass
 class SampleResult:
@@ -90,14 +107,8 @@ def versions() -> dict:
 def run_sampling(loaded: LoadedModel, pep: Peptide, cfg: SampleConfig = SampleConfig(),
                  progress: Progress | None = None, energy_model: EnergyModel | None = None) -> SampleResult:
     """Draw `cfg.n` proposals from the model and (optionally) reweight them to exp(-u)."""
-    if cfg.n < 1:
-        raise ValueError("the number of samples must be at least 1")
-    if cfg.method not in METHODS:
-        raise ValueError(f"unknown sampling method {cfg.method!r}; choose snis or smc")
-    if cfg.method == "smc" and not cfg.reweight:
-        raise ValueError("SMC weights particles as it grows them: it cannot run without energies")
     tau = float(cfg.tau) if cfg.tau is not None else loaded.card.default_tau
-    if not 0.05 <= tau <= 5.0:
+    if TAU.problem(tau):  # the card's tau (the config checked its own)
         raise ValueError(f"temperature tau={tau} is outside the sensible range 0.05..5")
     # auto: where the model was loaded; anything else must match it (models are never moved)
     device = model_device(loaded.model) if cfg.device == "auto" else resolve_device(cfg.device)
@@ -177,8 +188,12 @@ def _run_smc(loaded, pep, cfg, tau, device, em, report, timings):
 
 
 def write_outputs(result: SampleResult, out_dir: str | Path) -> dict:
-    """topology.pdb, samples.dcd (all proposals, after the chirality fix), samples.npz, summary.json."""
+    """topology.pdb, samples.dcd (all proposals, after the chirality fix), samples.npz and
+    summary.json, into `out_dir` (the CLI writes into a `files.output_folder`, which puts the
+    folder in place whole)."""
     import mdtraj as md
+
+    from .trajectories import save_dcd
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -186,7 +201,7 @@ def write_outputs(result: SampleResult, out_dir: str | Path) -> dict:
     md.Trajectory(result.peptide.xyz[None], top).save_pdb(str(out / "topology.pdb"))
     ens = result.ensemble
     xyz = ens.xyz if ens is not None else result.xyz
-    md.Trajectory(np.nan_to_num(xyz, nan=0.0), top).save_dcd(str(out / "samples.dcd"))
+    save_dcd(np.nan_to_num(xyz, nan=0.0), top, out / "samples.dcd")
     arrays = {"log_q": result.log_q}
     if ens is not None:
         arrays.update(u=ens.u, log_w=ens.log_w, weights=ens.weights, status=ens.status,

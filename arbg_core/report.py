@@ -19,10 +19,12 @@ from .metrics import evaluate_ensemble, ramachandran_angles, ramachandran_labels
 
 
 def load_reference(path: str | Path, top: str | None = None, split: str = "test"):
-    """An mdtraj Trajectory of reference frames, in time order."""
+    """An mdtraj Trajectory of reference frames, in time order: complete, finite and in the
+    file's own atoms (check them against a system with `check_compatible`)."""
     import mdtraj as md
 
     from .data import FrameData, load_source
+    from .trajectories import check_finite
 
     path = Path(path)
     if path.suffix == ".npz":
@@ -30,9 +32,28 @@ def load_reference(path: str | Path, top: str | None = None, split: str = "test"
         xyz = getattr(fd, f"xyz_{split}")
         if len(xyz) == 0:
             raise ValueError(f"{path} has no {split} frames")
+        check_finite(xyz, str(path))
         return md.Trajectory(xyz, fd.topology)
     trajs = load_source(path, top)
+    if not trajs:
+        raise ValueError(f"{path} holds no finished MD frames")
     return md.join(trajs, check_topology=True, discard_overlapping_frames=False) if len(trajs) > 1 else trajs[0]
+
+
+MIN_REFERENCE_FRAMES = 4  # two halves (the noise floor) of at least two frames
+
+
+def check_settings(n_frames: int, lag: int, n_eval: int) -> None:
+    """ValueError unless an evaluation against `n_frames` reference frames can run: TICA needs
+    a lag shorter than the reference, the noise floor two halves, W2 two points a side."""
+    if n_frames < MIN_REFERENCE_FRAMES:
+        raise ValueError(f"the reference has {n_frames} frames; an evaluation needs at least "
+                         f"{MIN_REFERENCE_FRAMES}")
+    if not 1 <= lag < n_frames:
+        raise ValueError(f"the TICA lag must be 1 to {n_frames - 1} frames (shorter than the "
+                         f"reference), got {lag}")
+    if n_eval < 2:
+        raise ValueError(f"the number of points compared (n-eval) must be at least 2, got {n_eval}")
 
 
 def check_compatible(reference, topology) -> None:
@@ -110,6 +131,7 @@ def evaluate(result, reference, out_dir: str | Path | None = None, lag: int = 10
     if ens is None:
         raise ValueError("evaluation needs a reweighted ensemble (run without --no-reweight)")
     check_compatible(reference, pep.topology)
+    check_settings(reference.n_frames, lag, n_eval)
     t0 = time.perf_counter()
     em = energy_model or EnergyModel(pep.topology, result.preset)
     u_ref = em.reduced_energy(reference.xyz)
@@ -137,8 +159,12 @@ def _traj(xyz, topology):
     return md.Trajectory(np.asarray(xyz, np.float32), topology)
 
 
+REPORT_BYTES = 16 * 2**20  # about what write_report needs on disk (two self-contained HTML plots)
+
+
 def write_report(evaluation: Evaluation, out_dir, pep, ens, ens_angles, pairs) -> None:
-    """report.json, the Ramachandran and energy figures (HTML and PNG) of one evaluation."""
+    """report.json, the Ramachandran and energy figures (HTML and PNG) of one evaluation, into
+    `out_dir` (the CLI writes into a `files.output_folder`, which puts the folder in place whole)."""
     from . import plots
 
     out = Path(out_dir)

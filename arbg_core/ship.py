@@ -82,6 +82,13 @@ class ShipConfig:
     shard: str = _flag(None, "i/n: evaluate only every n-th test sequence from i, then stop",
                        "transferable")
 
+    def __post_init__(self):
+        from .checks import POSITIVE_INT, SEED, Range, check, optional
+
+        check(self, train_frames=optional(POSITIVE_INT), n_tune=optional(POSITIVE_INT),
+              n_proposals=POSITIVE_INT, n_eval=Range(int, 2), ref_frames=optional(POSITIVE_INT),
+              lag=POSITIVE_INT, batch_size=optional(POSITIVE_INT), seed=SEED)
+
     def resolved(self) -> "ShipConfig":
         """The mode's defaults for the flags left unset."""
         unset = {k: v for k, v in DEFAULTS[self.transferable].items() if getattr(self, k) is None}
@@ -191,13 +198,13 @@ def write_card(cfg: ShipConfig, loaded, identity: dict, description: str, source
     from . import checkpoint
     from .pipeline import versions
 
-    dest = checkpoint.copy_weights(cfg.checkpoint, Path(cfg.dest) / "assets" / "models" / cfg.name)
     card = {"name": cfg.name, **identity, "tau": tau, "description": description,
             "training": training_section(loaded.card, cfg.training_summary), **source,
             "tau_tuning": tuning, "evaluation": evaluation,
             "commands": {"reproduce": command(cfg)}, "versions": versions(), "notes": cfg.notes}
-    write_json(dest / "card.json", card)
-    return dest
+    # weights, config and card put in place together: a kill leaves the old model or the new
+    return checkpoint.copy_weights(cfg.checkpoint, Path(cfg.dest) / "assets" / "models" / cfg.name,
+                                   card=card)
 
 
 # --- per-system ----------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ and minimizes the mean cross-entropy over real (unpadded) tokens. AdamW (or Muon
 matrices) with linear warm-up and cosine decay, gradient clipping, bf16 autocast where the
 device has fast bf16 matmuls (CUDA; CPUs where a timed bf16 matmul beats fp32, e.g. AMX).
 Rank 0 validates (NLL in nats per nm-coordinate of the continuous density), keeps `best/` and
-`last/` checkpoints (safetensors + JSON) and a `train_state.pt` that `--resume` continues from.
+`last/` checkpoints (safetensors + JSON) and a `state/` (train_state.py) that `--resume` continues from.
 
 One loop serves both models: `train` draws from one system's `FrameData` (std fitted to its
 frames, a = 3), `train_transferable` from a `Corpus` of many sequences in right-padded batches
@@ -65,7 +65,7 @@ class TrainConfig:
     bf16: str = _help("auto", "auto (CUDA with bf16, or a CPU with fast bf16 matmuls) | on | off")
     val_every: int = _help(500, "steps between validations; the best is kept in best/")
     val_frames: int = _help(2048, "validation frames")
-    save_every: int = _help(500, "steps between saves of last/ and train_state.pt")
+    save_every: int = _help(500, "steps between saves of last/ and state/")
     seed: int = _help(0, "seed of the initial weights and of the batches")
     init: str | None = _help(None, "checkpoint whose weights start the run (fresh optimizer)")
     frame: str = _help("body", "what the tokens are: body (3A - 6 coordinates in the frame of "
@@ -82,6 +82,25 @@ class TrainConfig:
     compile: str = _help("auto", "torch.compile the training step: auto (CUDA) | on | off")
     moments: str = _help("fp32", "dtype of the optimizer moments in state/: fp32 (exact resume) "
                          "| bf16 (half the size, for the device transfer limit)")
+
+    def __post_init__(self):
+        """Every number in range (`arbg train` checks each flag through this, checks.py)."""
+        from .checks import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, SEED, Range,
+                             check, one_of, optional)
+        from .frames import FRAMES
+        from .model import SIZES
+
+        # a, std_nm, muon_lr: None means "the default" and 0 is refused (no `or` can mistake it)
+        check(self, n_bins=optional(Range(int, 2, 2**20)), a=optional(POSITIVE),
+              std_nm=optional(POSITIVE), steps=POSITIVE_INT, batch_size=POSITIVE_INT,
+              lr=NON_NEGATIVE, muon_lr=optional(POSITIVE), weight_decay=NON_NEGATIVE,
+              warmup_steps=COUNT, min_lr_ratio=FRACTION, grad_clip=POSITIVE,
+              val_every=POSITIVE_INT, val_frames=POSITIVE_INT, save_every=POSITIVE_INT, seed=SEED,
+              budget_s=optional(NON_NEGATIVE), log_every=POSITIVE_INT)
+        for name, choices in (("size", SIZES), ("optimizer", OPTIMIZERS), ("bf16", BF16_MODES),
+                              ("frame", FRAMES), ("resident", SWITCHES), ("compile", SWITCHES),
+                              ("moments", MOMENTS)):
+            one_of(self, name, choices)
 
 
 def _optimizers(model: ArBG, cfg: TrainConfig) -> list[torch.optim.Optimizer]:

@@ -23,7 +23,7 @@ case "${1:-list}" in
   aaa-train)
     [ -f data/aaa.npz ] || "$ARBG" train --data data/aaa_t300:50000 data/aaa_device/md_aaa \
       --split 0.9,0.1,0 --save-data data/aaa.npz
-    resume=$([ -f runs/aaa_cpu/train_state.pt ] && echo --resume || true)
+    resume=$([ -d runs/aaa_cpu/state ] && echo --resume || true)
     nohup "$ARBG" train --data data/aaa.npz --size small --optimizer muon --lr 2e-3 \
       --batch-size 256 --steps "$AAA_STEPS" --val-every 250 --seed 0 --out runs/aaa_cpu $resume \
       >> runs/aaa_cpu.log 2>&1 & ;;
@@ -31,7 +31,7 @@ case "${1:-list}" in
     nohup "$ARBG" md --sequences assets/corpus/dipeptides.txt --shard "${2:?shard i/n}" --ns 5 \
       --out data/dipeptides_md >> "data/dipeptides_md_shard${2%%/*}.log" 2>&1 & ;;
   dipeptides-train)
-    resume=$([ -f runs/dipeptides/train_state.pt ] && echo --resume || true)
+    resume=$([ -d runs/dipeptides/state ] && echo --resume || true)
     nohup "$ARBG" train --transferable --data data/dipeptides_md --size small --optimizer muon \
       --lr 2e-3 --batch-size 256 --steps "$DIPEPTIDES_STEPS" --val-every 250 --seed 0 --out runs/dipeptides $resume \
       >> runs/dipeptides.log 2>&1 & ;;
