@@ -4,7 +4,8 @@ import streamlit as st
 
 from app_lib import catalog as cat
 from app_lib import jobs, state
-from app_lib.home import apply_record
+from app_lib.home import apply_record, default_typed_system, unserved
+from app_lib.notices import LOW_ESS
 from app_lib.paths import models_dir
 from app_lib.text import plain
 from arbg_core.peptide import TERMINI, normalize_sequence
@@ -39,8 +40,9 @@ if source == state.SOURCES[0] and systems:
 else:
     if source == state.SOURCES[0]:
         st.info("No shipped system yet: type a sequence instead.")
-    st.session_state.setdefault(state.K_SEQUENCE, "AAA")
-    st.session_state.setdefault(state.K_TERMINI, "zwitterionic")
+    typed = default_typed_system(entries)  # one a model serves: never a dead end at first
+    st.session_state.setdefault(state.K_SEQUENCE, typed[0])
+    st.session_state.setdefault(state.K_TERMINI, typed[1])
     left, right = st.columns([2, 1])
     text = left.text_input("Sequence (one-letter codes, 1-20 residues, e.g. AAA)",
                            key=state.K_SEQUENCE, persist_state="session")
@@ -54,16 +56,11 @@ else:
 
 models = {m.name: m for m in cat.models_for(entries, sequence, termini)}
 if not models:
-    st.info(plain(f"No shipped model covers {sequence} ({termini}) yet.") + " Build one with the "
-            "command line: reference MD, then training (hours on a GPU, days on a CPU):")
-    st.code(cat.build_commands(sequence, termini), language="bash", wrap_lines=True)
-    for limit in cat.transferable_limits(entries, sequence, termini):
-        st.caption(plain(limit))
-    st.stop()
+    unserved(entries, sequence, termini)
 if st.session_state.get(state.K_MODEL) not in models:
     st.session_state[state.K_MODEL] = next(iter(models))
 name = st.selectbox("Model", list(models), key=state.K_MODEL, persist_state="session",
-                    format_func=lambda n: f"{n}: {models[n].describe()}")
+                    format_func=lambda n: cat.model_label(models[n]))
 entry = models[name]
 
 for key, default in ((state.tau_key(name), entry.tau), (state.K_N, 2000), (state.K_SEED, 0),
@@ -94,6 +91,8 @@ jobs.follow_job()
 run = jobs.current_run()
 if run is not None:
     ens, r = run.ensemble, run.result
+    if run.label:
+        st.status(run.done_text, state="complete", expanded=False)
     st.subheader(plain(f"Last run: {r.peptide.name}, model {run.model_name}, {ens.n:,} samples, "
                        f"tau {r.tau:g}, seed {r.config.seed}"))
     m = st.columns(4)
@@ -103,10 +102,12 @@ if run is not None:
     m[2].metric("Kept / mirrored / dropped",
                 f"{ens.counts['kept']} / {ens.counts['mirrored']} / {ens.counts['dropped']}")
     m[3].metric("Device", r.device)
-    if ens.ess_fraction < 0.01:
-        st.warning("Fewer than 1% of the samples are effective: a few conformations carry almost "
-                   "all the weight, so reweighted plots are noisy. Draw more samples or try "
-                   "another tau.")
+    if ens.ess < LOW_ESS:
+        st.warning(f"The reweighted results rest on only **{ens.ess:,.1f} effective conformations** "
+                   f"(ESS) of {ens.n:,} samples: a few samples carry almost all the weight, so "
+                   "reweighted maps and populations show those few, not the Boltzmann "
+                   "distribution. Draw more samples (the ESS grows in proportion) or try another tau; "
+                   "the pages say which numbers are resolved.")
     st.dataframe(run.summary_rows(), hide_index=True)
     st.caption("Explore the run with the pages in the sidebar: Conformers, Ramachandran, Energy, "
                "Compare with MD, Export, How it works.")
