@@ -4,7 +4,7 @@ import streamlit as st
 
 from app_lib import catalog as cat
 from app_lib import jobs, state
-from app_lib.home import apply_record, default_typed_system, unserved
+from app_lib.home import apply_record, default_typed_system, offer_other_termini, unserved
 from app_lib.notices import LOW_ESS
 from app_lib.paths import models_dir
 from app_lib.text import plain
@@ -52,6 +52,7 @@ else:
         sequence = normalize_sequence(text, termini)
     except ValueError as e:
         st.error(plain(f"Invalid sequence: {e}"))
+        offer_other_termini(entries, text, termini)
         st.stop()
 
 models = {m.name: m for m in cat.models_for(entries, sequence, termini)}

@@ -58,8 +58,6 @@ class Job:
             p = self._progress
             if self.cfg.method == "smc" and stage in ("sample", "energy"):
                 stage = "smc"  # blocks alternate generation and partial energies: one stage
-            elif stage == "sample" and done >= total:
-                stage, done, total = "mirror", 0, 1  # next comes the teacher-forced mirror pass
             if stage != p["stage"]:
                 p.update(stage=stage, since=time.monotonic())
             p.update(done=done, total=total)

@@ -37,9 +37,14 @@ def low_ess_notice(run: AppRun, what: str) -> bool:
         else:
             a.caption(f"Already at the most samples a run may draw ({state.MAX_SAMPLES:,}): try "
                       "another tau on the Home page.")
-        b.toggle("Proposal view: hide the reweighted panels", key=K_PROPOSAL_VIEW,
-                 persist_state="session")
+        key = f"{K_PROPOSAL_VIEW}::{what}"  # one toggle per page, one choice for all pages
+        b.toggle("Proposal view: hide the reweighted panels", key=key, on_change=_keep, args=(key,),
+                 value=st.session_state.get(K_PROPOSAL_VIEW, False))
     return not st.session_state.get(K_PROPOSAL_VIEW, False)
+
+
+def _keep(key: str) -> None:
+    st.session_state[K_PROPOSAL_VIEW] = st.session_state[key]
 
 
 def populations_frame(ensembles: dict, residue_labels: list[str], time_series: set):

@@ -186,7 +186,8 @@ def test_catalog():
 
 
 def test_job_reports_stages_and_eta(models_dir, ala2):
-    """The background job: progress snapshots go sample -> mirror -> energy, with an ETA."""
+    """The background job: progress snapshots go queued -> sample -> energy -> mirror (the
+    mirror images of the samples whose weight can matter), with an ETA."""
     from arbg_core import checkpoint
     from arbg_core.pipeline import SampleConfig
 
@@ -200,8 +201,9 @@ def test_job_reports_stages_and_eta(models_dir, ala2):
         job.wait(0.01)
     assert job.error is None and job.result.ensemble.n == 96
     stages = [s["stage"] for s in seen]
-    order = ["sample", "mirror", "energy", "reweight"]
-    assert stages[0] == "sample" and stages == sorted(stages, key=order.index)  # never backwards
+    order = ["queued", "sample", "energy", "mirror", "reweight"]
+    assert stages[0] in ("queued", "sample") and stages == sorted(stages, key=order.index)  # never backwards
+    assert job.meta["threads"] >= 1
     assert any("ETA" in s["text"] for s in seen if s["stage"] == "sample")
     assert all(0.0 <= s["fraction"] <= 1.0 for s in seen)
 
@@ -230,3 +232,24 @@ def test_reference_path_prefers_the_system_of_a_transferable_model(tmp_path, mon
     assert reference_path("general", "AR-zw") == tmp_path / "general" / "AR-zw.npz"
     assert reference_path("general", "GS-zw") == tmp_path / "general.npz"
     assert reference_path("general") == tmp_path / "general.npz"
+
+
+@pytest.mark.parametrize("sequence,termini", [("AAA", "capped"), ("KLVFF", "zwitterionic"),
+                                              ("GYDPETGTWG", "zwitterionic"), ("HMRSW", "capped")])
+def test_build_time_estimate_counts_atoms_like_the_builder(sequence, termini):
+    from arbg_core import checkpoint, peptide
+
+    from app_lib import estimates
+
+    assert estimates.n_atoms(sequence, termini) == peptide.build(sequence, termini).n_atoms
+    t = estimates.build_time(sequence, termini, checkpoint.list_shipped())
+    assert t.md_h > 0 and t.train_cpu_h > t.train_gpu_h > 0  # the shipped cards measured both
+    assert "h" in t.text() or "min" in t.text() or "days" in t.text()
+
+
+def test_md_rate_follows_the_measured_points():
+    from app_lib import estimates
+
+    assert estimates.md_ns_per_day(22) == pytest.approx(2700.7, rel=1e-3)  # results/energy.json
+    assert estimates.md_ns_per_day(138) < estimates.md_ns_per_day(63) < estimates.md_ns_per_day(22)
+    assert estimates.md_ns_per_day(300) < estimates.md_ns_per_day(138)  # extrapolated
