@@ -46,11 +46,12 @@ def weighted_quantile(x: np.ndarray, q, w: np.ndarray | None = None) -> np.ndarr
 
 def robust_range(ensembles: dict, fence: float = 3.0, pad: float = 0.04) -> tuple[float, float]:
     """(lo, hi) covering every ensemble's bulk: per ensemble the interval [Q1 - fence IQR,
-    Q3 + fence IQR] (weighted quantiles for weighted ensembles) cut to its 0.5..99.5% quantiles,
-    then the union over ensembles, padded. Outliers (a few clashes) cannot stretch it."""
+    Q3 + fence IQR] (Tukey's far-out fences; weighted quantiles for weighted ensembles) cut to
+    its data, then the union over ensembles, padded. Outliers (a few clashes) cannot stretch it;
+    data without outliers is shown whole."""
     los, his = [], []
     for x, w in ensembles.values():
-        q0, q1, q3, q4 = weighted_quantile(x, [0.005, 0.25, 0.75, 0.995], w)
+        q0, q1, q3, q4 = weighted_quantile(x, [0.0, 0.25, 0.75, 1.0], w)
         if np.isnan(q0):
             continue
         iqr = q3 - q1
