@@ -98,7 +98,7 @@ class Session:
         self.sample_button.click()
 
     def wait_sampled(self, n: int) -> None:
-        self.page.get_by_text(f"Sampled {n} conformations").wait_for(timeout=300_000)
+        self.page.get_by_text(f"Sampled {n:,} conformations").wait_for(timeout=300_000)
         self.page.get_by_role("heading", name="Last run").wait_for()
 
     def open(self, name: str) -> None:

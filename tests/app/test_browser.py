@@ -264,3 +264,32 @@ def test_unseen_dipeptide_with_the_transferable_model(transferable_server, brows
     s.page.frame_locator("iframe").first.locator("canvas").first.wait_for()
     assert s.dialogs == [] and s.foreign_hosts() == set()
     s.ctx.close()
+
+
+def test_navigating_away_during_sampling_and_back(server, browser):
+    """#17's state bug: sample, visit another page while it runs, come back: the run finishes,
+    the Sample button works again, and other pages say a run is in progress, then update."""
+    s = Session(browser, server)
+    page = s.page
+    s.start_sampling(20000, seed=4)  # long enough to walk around while it runs
+    page.get_by_text(re.compile(r"^Sampling A-cap")).wait_for(timeout=60_000)  # the job is running
+    s.open("Energy")
+    wait_text(page, "A new run is in progress", timeout=60_000)
+    s.open("app")
+    s.wait_sampled(20000)
+    s.sample_button.wait_for()
+    assert s.sample_button.is_enabled(), "the Sample button stayed disabled after the run"
+    s.start_sampling(6000, seed=5)
+    page.get_by_text(re.compile(r"^Sampling A-cap")).wait_for(timeout=60_000)
+    s.open("Energy")  # shows the previous run with a note, then the new one by itself
+    wait_text(page, "still shows the previous run (20,000 samples)", timeout=60_000)
+    wait_text(page, "of 6,000 samples", timeout=300_000)
+    assert page.get_by_text("A new run is in progress").count() == 0
+    s.open("app")
+    s.sample_button.wait_for()
+    assert s.sample_button.is_enabled()
+    assert page.get_by_role("heading", name="Last run").inner_text().endswith("6,000 samples, tau 1, seed 5")
+    s.start_sampling(64, seed=6)
+    s.wait_sampled(64)
+    assert s.dialogs == [] and s.foreign_hosts() == set()
+    s.ctx.close()
