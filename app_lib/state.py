@@ -8,12 +8,15 @@ Process-wide (shared by every browser session, never mutated):
   are never cached: every run and every comparison makes its own.
 Per session (st.session_state, under the keys below): the finished run, the running job (jobs.py),
 upload validation results, the Home widgets.
-Nothing here runs at import time.
+Nothing here runs at import time. pandas is imported with this module, before any script or job
+thread exists: plotly imports it lazily, and a second thread that meets the half-imported module
+fails ("partially initialized module 'pandas'").
 """
 
 from __future__ import annotations
 
 
+import pandas  # noqa: F401  (see below)
 import streamlit as st
 
 from arbg_core import checkpoint

@@ -78,7 +78,9 @@ def outside_note(ensembles: dict, lo: float, hi: float, unit: str = "") -> str:
             if w is None:
                 parts.append(f"{label}: {int(mask.sum()):,} {side} {edge:.4g}{unit}")
             elif w_n[mask].sum() > 0:
-                parts.append(f"{label}: {w_n[mask].sum():.2%} of the weight {side} {edge:.4g}{unit}")
+                share = w_n[mask].sum()
+                share_text = f"{share:.2%}" if share >= 1e-4 else f"{share:.1e}"
+                parts.append(f"{label}: {share_text} of the weight {side} {edge:.4g}{unit}")
     return ("Not shown (outside the axis): " + "; ".join(parts)) if parts else ""
 
 
@@ -119,8 +121,8 @@ def ramachandran_figure(ensembles: dict, residue_labels: list[str], bins: int = 
     labels, n_res = list(maps), len(residue_labels)
     gap_px, top_px, bottom_px = 56, 50, 50
     height = n_res * PANEL_PX + (n_res - 1) * gap_px + top_px + bottom_px
-    width = len(labels) * (PANEL_PX + 40) + 170
-    fig = make_subplots(rows=n_res, cols=len(labels), horizontal_spacing=40 / width,
+    width = len(labels) * (PANEL_PX + 70) + 150
+    fig = make_subplots(rows=n_res, cols=len(labels), horizontal_spacing=70 / width,
                         vertical_spacing=gap_px / height, column_titles=labels,
                         row_titles=residue_labels)
     for c, lab in enumerate(labels):
@@ -200,21 +202,23 @@ def log_weight_figure(log_w: np.ndarray):
                              line_shape="hvh", line=dict(color=COLORS["reweighted"], width=2)),
                   row=1, col=1, secondary_y=True)
     n_below = int(np.sum(shifted < lo))
-    if n_below:
-        _note(fig, f"Not shown: {n_below:,} samples with log w − max below {lo:.3g} "
-                   f"(together {w[shifted < lo].sum() / w.sum():.1e} of the weight)")
+    x_title = "log w − max (0 = the heaviest sample)"
+    if n_below:  # said under the axis, where it cannot overlap the panel titles
+        x_title += (f"<br>not shown: {n_below:,} samples below {lo:.3g} "
+                    f"(together {w[shifted < lo].sum() / w.sum():.1e} of the weight)")
     cum = np.cumsum(np.sort(w)[::-1]) / w.sum()
     k = np.arange(1, len(w) + 1)
     fig.add_trace(go.Scatter(x=k, y=cum, mode="lines", name="top-k",
                              line=dict(color=COLORS["reweighted"])), row=1, col=2)
     ess = w.sum() ** 2 / np.sum(w ** 2)
     fig.add_vline(x=ess, line_dash="dot", row=1, col=2, annotation_text=f"ESS {ess:.3g}")
-    fig.update_xaxes(range=[lo, 0], title_text="log w − max (0 = the heaviest sample)", row=1, col=1)
+    fig.update_xaxes(range=[lo, 0], title_text=x_title, row=1, col=1)
     fig.update_yaxes(title_text="samples", row=1, col=1)
-    fig.update_yaxes(title_text="share of the weight", row=1, col=1, secondary_y=True, rangemode="tozero")
+    fig.update_yaxes(title_text="share of the weight", row=1, col=1, secondary_y=True,
+                     rangemode="tozero", tickformat=".0%")
     fig.update_xaxes(type="log", title_text="k (heaviest first)", row=1, col=2)
     fig.update_yaxes(range=[0, 1.02], row=1, col=2)
-    fig.update_layout(height=380, showlegend=False, bargap=0.05, margin=dict(l=50, r=20, t=60, b=40))
+    fig.update_layout(height=400, showlegend=False, bargap=0.05, margin=dict(l=50, r=20, t=60, b=70))
     return fig
 
 

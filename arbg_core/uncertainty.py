@@ -27,11 +27,15 @@ class Estimate:
     value: float
     error: float
     n_effective: float
+    from_zero: bool = True  # a population: resolved only if larger than its error
 
     @property
     def resolved(self) -> bool:
-        """The value stands out of its error (a population smaller than its error is noise)."""
-        return bool(np.isfinite(self.value) and self.value > self.error)
+        """A population stands out of its error (one smaller than its error cannot be told from
+        0); a free energy of a resolved population has a finite error (F = 0 is a value)."""
+        if not (np.isfinite(self.value) and np.isfinite(self.error)):
+            return False
+        return self.value > self.error if self.from_zero else True
 
     def text(self, unit: str = "") -> str:
         """'0.620 ± 0.051' (the value to the error's second significant digit), or
@@ -41,7 +45,7 @@ class Estimate:
         if not self.resolved:
             return f"not resolved (± {self.error:.2g}{unit})"
         decimals = max(0, 1 - int(np.floor(np.log10(self.error)))) if self.error > 0 else 3
-        return f"{self.value:.{decimals}f} ± {self.error:.{decimals}f}{unit}"
+        return f"{self.value + 0.0:.{decimals}f} ± {self.error:.{decimals}f}{unit}"  # no -0.00
 
 
 def kish_ess(weights: np.ndarray | None, n: int) -> float:
@@ -82,7 +86,7 @@ def free_energy(p: Estimate) -> Estimate:
     """-ln p in kT with the propagated error (error of p / p); NaN value when p is not resolved."""
     if not p.resolved:
         return Estimate(float("nan"), float("inf"), p.n_effective)
-    return Estimate(float(-np.log(p.value)), p.error / p.value, p.n_effective)
+    return Estimate(float(-np.log(p.value)), p.error / p.value, p.n_effective, from_zero=False)
 
 
 def basin_masks(phi: np.ndarray, psi: np.ndarray) -> dict[str, np.ndarray]:

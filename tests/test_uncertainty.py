@@ -48,6 +48,8 @@ def test_free_energy_and_text():
     f = U.free_energy(p)
     assert f.value == pytest.approx(np.log(4)) and f.error == pytest.approx(0.04)
     assert p.text() == "0.250 ± 0.010"
+    certain = U.free_energy(U.Estimate(0.99, 0.05, 40))  # F near 0 is a value, not noise
+    assert certain.resolved and certain.text() == "0.010 ± 0.051"
 
 
 def test_basins_partition_the_map():

@@ -118,7 +118,7 @@ def test_script_in_remark_and_residue_name_is_inert(files, ala2):
     ref = upload.reference_from_upload([(f"{PAYLOAD}.pdb", with_remark.encode())], ala2.topology)
     page = viewer.viewer_html(ref.topology, ref.xyz[:5])
     assert "alert" not in page
-    assert len(re.findall("<script", page)) == 2  # py3Dmol's and our player's, nothing else
+    assert len(re.findall("<script", page)) == 3  # py3Dmol's, our player's and wheel guard, nothing else
 
     renamed = "\n".join(l[:17] + "</s" + l[20:] if l.startswith("ATOM") and l[17:20] == "ALA" else l
                         for l in with_remark.splitlines())
@@ -149,6 +149,7 @@ def test_viewer_modes_and_player(ala2):
         page = viewer.viewer_html(ala2.topology, xyz, mode=mode, color="element")
         assert "/app/static/3Dmol-min.js" in page and '"keepH": true' in page
         assert ("frame-counter" in page) == (mode == "animate")
+        assert "stopImmediatePropagation" in page and "capture: true" in page  # wheel scrolls the page
     page = viewer.viewer_html(ala2.topology, xyz, frame_labels=["</script>&"] * 3, fps=5)
     assert "\\u003c/script\\u003e\\u0026" in page and "}, 200);" in page  # 5 frames/s
     with pytest.raises(ValueError):
