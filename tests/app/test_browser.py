@@ -184,8 +184,7 @@ def test_sample_and_every_page(server, browser, ala2_pdb):
 
     s.open("Ramachandran")
     wait_plots(page, 1)
-    assert page.get_by_text("reference (shipped MD)", exact=True).count() >= 1  # a column
-    assert page.get_by_text("ALA2", exact=True).count() >= 1  # a row
+    assert page.get_by_text("reference (shipped MD)", exact=True).count() and page.get_by_text("ALA2", exact=True).count()
     s.shot("3_ramachandran")
 
     s.open("Energy")
