@@ -151,7 +151,7 @@ def follow_job() -> None:
         while job.running:
             snap = job.snapshot()
             bar.progress(snap["fraction"], text=snap["text"])
-            job.wait(0.25)
+            job.wait(0.5)  # fewer redraws: the browser may share these cores
         if job.error is not None:
             box.update(label="Sampling failed", state="error")
             st.error(plain(f"{type(job.error).__name__}: {job.error}"))

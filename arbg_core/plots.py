@@ -135,7 +135,9 @@ def ramachandran_figure(ensembles: dict, residue_labels: list[str], bins: int = 
                                      hovertemplate="φ %{x:.0f}°, ψ %{y:.0f}°: %{z:.2f} kT<extra></extra>"),
                           row=r + 1, col=c + 1)
     fig.update_xaxes(range=[-180, 180], tickvals=ANGLE_TICKS, constrain="domain")
-    fig.update_yaxes(range=[-180, 180], tickvals=ANGLE_TICKS)
+    fig.update_yaxes(range=[-180, 180], tickvals=ANGLE_TICKS, constrain="domain")
+    for i in range(1, n_res * len(labels) + 1):  # square panels even when the page is narrower
+        fig.layout[f"yaxis{i if i > 1 else ''}"].scaleanchor = f"x{i if i > 1 else ''}"
     fig.update_xaxes(title_text="φ (°)", row=n_res)
     fig.update_yaxes(title_text="ψ (°)", col=1)
     fig.update_annotations(font_size=13)
