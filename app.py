@@ -4,7 +4,7 @@ only names them for the sidebar (the Home page is pages/0_Home.py, shown as "Hom
 import streamlit as st
 
 st.navigation([
-    st.Page("pages/0_Home.py", title="Home", icon=":material/science:", default=True),
+    st.Page("pages/0_Home.py", title="Home", default=True),  # no icon: its font comes from Google
     st.Page("pages/1_Conformers.py", title="Conformers"),
     st.Page("pages/2_Ramachandran.py", title="Ramachandran"),
     st.Page("pages/3_Energy.py", title="Energy"),
