@@ -18,7 +18,7 @@ FE_MAX_KT = 8.0  # colour scale cap for free-energy maps, same for every panel
 ANGLE_TICKS = [-180, -90, 0, 90, 180]
 # Okabe-Ito colours (distinct for colour-blind readers), one per kind of ensemble, on every page.
 COLORS = {"proposal": "#E69F00", "reweighted": "#0072B2", "reference": "#333333"}
-PANEL_PX = 300  # side of one Ramachandran panel
+PANEL_PX = 240  # side of one Ramachandran panel (three fit a 1280-px window with the sidebar)
 LOG_W_FLOOR = -40.0  # log w - max below this: weight < 5e-18 of the largest, never drawn
 
 
