@@ -34,6 +34,12 @@ def system_label(system: tuple[str, str]) -> str:
     return f"{named} — {seq}, {termini}" if named else f"{seq} ({termini})"
 
 
+def model_label(entry: ModelEntry) -> str:
+    """'ala2, 8000 training steps, tau 0.9, ...': the name once, even when it is the title."""
+    text = entry.describe()
+    return text if text.startswith(entry.name) else f"{entry.name}: {text}"
+
+
 def models_for(entries: list[ModelEntry], sequence: str, termini: str) -> list[ModelEntry]:
     """Models that can sample this system, in `checkpoint.serving` order (as for the CLI)."""
     return serving(entries, sequence, termini)[0]

@@ -56,6 +56,27 @@ def samples_table(run) -> "pd.DataFrame":  # noqa: F821
     return pd.DataFrame(table)
 
 
+COLUMN_HELP = {
+    "sample": "index of the sample (its frame in the DCD)",
+    "weight": "normalized Boltzmann weight: weighted averages are sum(weight x value); sums to 1",
+    "log_w": "log importance weight = -u - log q (nats); -inf means weight 0",
+    "log_q": "log density the model gave the sample (nats, nm coordinates; both mirror images)",
+    "u_kT": "reduced energy u = E/kT under the force field (kT = 0.6 kcal/mol at 300 K)",
+    "status": "chirality check: kept as drawn, mirrored (all centers inverted), dropped (mixed)",
+}
+
+
+def column_help(columns) -> dict[str, str]:
+    """What each samples-table column means (phi/psi columns included)."""
+    out = {}
+    for c in columns:
+        if c in COLUMN_HELP:
+            out[c] = COLUMN_HELP[c]
+        elif c.startswith(("phi_", "psi_")) and c.endswith("_deg"):
+            out[c] = f"backbone dihedral {c[:3]} of residue {c[4:-4]}, degrees"
+    return out
+
+
 def csv_bytes(run) -> bytes:
     return samples_table(run).to_csv(index=False).encode()
 
@@ -83,7 +104,7 @@ def record_bytes(run) -> bytes:
 
 def cli_command(run) -> str:
     r = run.result
-    return " ".join(["arbg", "sample", "--model", shlex.quote(run.model_name), "--sequence",
+    return "# --temperature is tau, the model's sampling temperature (not kelvin)\n" + " ".join(["arbg", "sample", "--model", shlex.quote(run.model_name), "--sequence",
                      shlex.quote(r.peptide.sequence), "--termini", r.peptide.termini,
                      "--n", str(r.config.n), "--batch-size", str(r.config.batch_size),
                      "--temperature", repr(float(r.tau)), "--method", r.config.method,
@@ -132,7 +153,9 @@ def dcd_zip_bytes(run) -> bytes:
 README = """arbg samples
 topology.pdb  the sampled system (atom order of every frame)
 samples.dcd   every sample after the chirality fix; load with mdtraj.load("samples.dcd", top="topology.pdb")
-samples.csv   one row per DCD frame: normalized Boltzmann weight, log w, log q, u (kT), status, phi/psi
+samples.csv   one row per DCD frame: weight (normalized Boltzmann weight), log_w (= -u_kT - log_q,
+              nats), log_q (model log density, nats), u_kT (energy E/kT), status (kept / mirrored /
+              dropped by the chirality check), phi_*/psi_* (backbone dihedrals, degrees)
 record.json   settings, versions, counts and ESS of the run
 Weighted averages: sum_i weight_i * f(frame_i). Dropped samples have weight 0.
 """

@@ -36,3 +36,53 @@ def apply_record(uploader_key: str) -> None:
     st.session_state[state.K_RECORD_MSG] = (
         "success", f"Settings loaded: {s['n']} samples of {s['sequence']} ({s['termini']}) with "
         f"{s['model']}, tau {s['tau']:g}, seed {s['seed']}. Press Sample to reproduce.")
+
+
+def default_typed_system(entries) -> tuple[str, str]:
+    """What the sequence box starts with: AAA with termini a model serves (capped AAA is
+    shipped), else the first system any model serves, else zwitterionic AAA."""
+    for termini in ("zwitterionic", "capped"):
+        if cat.models_for(entries, "AAA", termini):
+            return "AAA", termini
+    systems = cat.shipped_systems(entries)
+    return systems[0] if systems else ("AAA", "zwitterionic")
+
+
+def _switch_termini(termini: str) -> None:
+    st.session_state[state.K_TERMINI] = termini
+
+
+def offer_other_termini(entries, text: str, termini: str) -> bool:
+    """When the typed text is served with the other termini, say so with a one-click switch."""
+    from arbg_core.peptide import normalize_sequence
+
+    from .text import plain
+
+    other = next(t for t in cat.TERMINI_LABELS if t != termini)
+    try:
+        sequence = normalize_sequence(text, other)
+    except ValueError:
+        return False
+    if not cat.models_for(entries, sequence, other):
+        return False
+    st.info(plain(f"{sequence} with {other} termini is served: switch to sample it."))
+    st.button(f"Switch to {cat.TERMINI_LABELS[other]}", type="primary", key="home_switch_termini",
+              on_click=_switch_termini, args=(other,))
+    return True
+
+
+def unserved(entries, sequence: str, termini: str) -> None:
+    """No model serves (sequence, termini): offer the other termini when that one is served,
+    else the CLI recipe with how long it takes here and on a GPU. Then st.stop()."""
+    from .estimates import build_time
+    from .text import plain
+
+    if offer_other_termini(entries, sequence, termini):
+        st.stop()
+    st.info(plain(f"No shipped model covers {sequence} ({termini}) yet.") + " Build one with the "
+            "command line: reference MD, then training.")
+    st.code(cat.build_commands(sequence, termini), language="bash", wrap_lines=True)
+    st.caption(plain(build_time(sequence, termini, entries).text()))
+    for limit in cat.transferable_limits(entries, sequence, termini):
+        st.caption(plain(limit))
+    st.stop()

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 import streamlit as st
 
+from arbg_core.cores import sized_threads
 from arbg_core.pipeline import SampleConfig, SampleResult, run_sampling
 
 from . import state
@@ -20,9 +22,16 @@ from .catalog import ModelEntry
 from .run import AppRun
 from .text import plain
 
-STAGE_TEXT = {"sample": "Drawing samples from the model", "mirror": "Scoring mirror images (exact density)",
+STAGE_TEXT = {"queued": "Waiting for another session's run to finish (runs take turns on the CPU)",
+              "sample": "Drawing samples from the model", "mirror": "Scoring mirror images (exact density)",
               "energy": "Force-field energies (OpenMM)", "reweight": "Reweighting",
               "smc": "Twisted SMC, residue by residue (model + partial energies)"}
+
+
+# One pool for the whole process: runs of different browser sessions take turns, each with torch
+# threads sized to the cores free when it starts (2 sessions x 2 threads on 2 cores, or 2 threads
+# beside another CPU-bound job, made every run ~10x slower here).
+_COMPUTE = threading.Lock()
 
 
 class Job:
@@ -36,7 +45,7 @@ class Job:
         self.error: BaseException | None = None
         self.started = time.monotonic()
         self._lock = threading.Lock()
-        self._progress = {"stage": "sample", "done": 0, "total": cfg.n, "since": self.started}
+        self._progress = {"stage": "queued", "done": 0, "total": cfg.n, "since": self.started}
         self._thread = threading.Thread(target=self._work, args=(loaded, pep), daemon=True,
                                         name=f"arbg-sample-{label}")
 
@@ -49,15 +58,16 @@ class Job:
             p = self._progress
             if self.cfg.method == "smc" and stage in ("sample", "energy"):
                 stage = "smc"  # blocks alternate generation and partial energies: one stage
-            elif stage == "sample" and done >= total:
-                stage, done, total = "mirror", 0, 1  # next comes the teacher-forced mirror pass
             if stage != p["stage"]:
                 p.update(stage=stage, since=time.monotonic())
             p.update(done=done, total=total)
 
     def _work(self, loaded, pep) -> None:
         try:
-            self.result = run_sampling(loaded, pep, self.cfg, progress=self._report)
+            with _COMPUTE, sized_threads() as threads:
+                self.meta["threads"] = threads
+                self._report("sample", 0, self.cfg.n)
+                self.result = run_sampling(loaded, pep, self.cfg, progress=self._report)
         except BaseException as e:  # noqa: BLE001  (shown to the user, never re-raised in a thread)
             self.error = e
 
@@ -77,7 +87,7 @@ class Job:
         stage_s = now - p["since"]
         eta = stage_s * (1 - frac) / frac if 0 < frac < 1 else None
         text = f"{STAGE_TEXT.get(p['stage'], p['stage'])}"
-        if p["stage"] in ("sample", "energy", "smc"):
+        if p["stage"] in ("sample", "mirror", "energy", "smc") and p["total"] > 1:
             text += f": {p['done']:,} / {p['total']:,}"
         text += f" — ETA {eta:.0f} s" if eta is not None else ""
         return {**p, "fraction": min(max(frac, 0.0), 1.0), "eta_s": eta,
@@ -123,13 +133,16 @@ def collect_job() -> None:
     job = _job()
     if job is None or job.running or job.result is None:
         return
-    st.session_state[state.K_RUN] = AppRun(job.result, **job.meta)
+    st.session_state[state.K_RUN] = AppRun(job.result, **job.meta, label=job.label,
+                                           wall_s=job.snapshot()["elapsed_s"])
     del st.session_state[state.K_JOB]
 
 
 def follow_job() -> None:
     """Progress of the session's job inside st.status until it finishes (safe to interrupt:
-    the job keeps running and the next script run follows it again)."""
+    the job keeps running and the next script run follows it again). A finished job becomes the
+    session's run and the script reruns, so everything drawn while it ran (the disabled Sample
+    button above all) is drawn again as it is now."""
     job = _job()
     if job is None:
         return
@@ -138,17 +151,33 @@ def follow_job() -> None:
         while job.running:
             snap = job.snapshot()
             bar.progress(snap["fraction"], text=snap["text"])
-            job.wait(0.25)
-        elapsed = job.snapshot()["elapsed_s"]
+            job.wait(0.5)  # fewer redraws: the browser may share these cores
         if job.error is not None:
             box.update(label="Sampling failed", state="error")
             st.error(plain(f"{type(job.error).__name__}: {job.error}"))
             del st.session_state[state.K_JOB]
             return
         bar.progress(1.0, text="done")
-        box.update(label=f"Sampled {job.cfg.n:,} conformations of {job.label} in {elapsed:.1f} s",
-                   state="complete", expanded=False)
     collect_job()
+    st.rerun()
+
+
+@st.fragment(run_every=1.0)
+def progress_note() -> None:
+    """On a results page while this session's job runs: its progress, then a rerun of the whole
+    page once it has finished, so the page shows the new run."""
+    job = _job()
+    if job is None:
+        return
+    if not job.running:
+        st.rerun(scope="app")
+    snap = job.snapshot()
+    previous = st.session_state.get(state.K_RUN)
+    st.info(plain(f"A new run is in progress: {job.label}. ") + (
+        f"This page still shows the previous run ({previous.ensemble.n:,} samples); it updates "
+        "by itself when the new one is done." if previous is not None else
+        "Results appear here by themselves when it is done."))
+    st.progress(snap["fraction"], text=snap["text"])
 
 
 def current_run() -> AppRun | None:
@@ -158,17 +187,31 @@ def current_run() -> AppRun | None:
 
 
 def require_run() -> AppRun:
-    """The session's finished run, or a pointer to the Home page and st.stop()."""
+    """The session's finished run, or a pointer to the Home page and st.stop(). While a job of
+    this session runs, its progress is shown above the page (which updates when it is done)."""
     run = current_run()
+    job = _job()
+    if job is not None and job.running:
+        progress_note()
     if run is None:
-        job = _job()
-        if job is not None and job.running:
-            st.info(f"Still sampling ({job.snapshot()['text']}). Results appear here when it is done.")
-        elif job is not None and job.error is not None:
+        if job is not None and job.error is not None:
             st.error(plain(f"The last run failed: {job.error}"))
-        else:
+        elif job is None or not job.running:
             st.info("No samples yet in this browser session: choose a system on the Home page and "
                     "press **Sample**.")
         st.page_link("app.py", label="Home: choose a system and sample")
         st.stop()
     return run
+
+
+def sample_more(run: AppRun, n: int) -> Job | None:
+    """Start the run's settings again with `n` samples (a remedy for a low ESS); the Home
+    widgets are set to match."""
+    entry = next((e for e in state.catalog() if e.name == run.model_name), None)
+    if entry is None:
+        st.error(plain(f"The model {run.model_name} is no longer available."))
+        return None
+    s = run.settings
+    st.session_state[state.K_N] = n
+    return start_sampling(entry, s["sequence"], s["termini"], replace(run.result.config, n=n),
+                          {**s, "n": n})

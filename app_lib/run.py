@@ -32,9 +32,16 @@ class AppRun:
     model_name: str
     settings: dict  # what the widgets said: sequence, termini, model, n, tau, seed, method
     prep_timings: dict  # seconds spent before sampling (peptide build, model load)
+    label: str = ""  # what was sampled with what, e.g. "A-cap with ala2"
+    wall_s: float = 0.0  # click to finished run
+    threads: int = 0  # torch threads the run was given (the cores free when it started)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     comparison: Comparison | None = None  # set by the Compare page
     _memo: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def done_text(self) -> str:
+        return f"Sampled {self.result.config.n:,} conformations of {self.label} in {self.wall_s:.1f} s"
 
     @property
     def ensemble(self):
@@ -107,7 +114,8 @@ class AppRun:
             ("mirrored", c["mirrored"], "every chiral center inverted: mirrored x -> -x (same energy)"),
             ("dropped", c["dropped"], "mixed chirality: weight 0"),
             ("infinite energy", c["infinite_energy"], "exploded or overlapping atoms: weight 0"),
-            ("clipped", c["clipped"], f"largest {r.config.clip_fraction:.1%} of log weights set to 0"),
+            ("clipped", c["clipped"], f"the {r.config.clip_fraction:.1%} largest log weights: "
+             "weight set to zero (log w = -inf), so no single sample can dominate"),
             ("ESS", f"{ens.ess:.1f} ({ens.ess_fraction:.2%})",
              "effective sample size: worth this many independent Boltzmann samples"),
             ("largest weight", f"{ens.max_weight:.3g}", "normalized; near 1 means one sample dominates"),
@@ -120,4 +128,6 @@ class AppRun:
                   "energy_and_reweight": "mirror scoring + energies + weights"}
         times = {**self.prep_timings, **{stages.get(k, k): v for k, v in r.timings.items()}}
         rows += [(f"time: {k}", f"{v:.2f} s", "wall clock") for k, v in times.items()]
+        if self.threads:
+            rows.append(("model threads", self.threads, "torch threads: the cores free when the run began"))
         return [{"quantity": q, "value": str(v), "meaning": m} for q, v, m in rows]

@@ -98,12 +98,30 @@ class Session:
         self.sample_button.click()
 
     def wait_sampled(self, n: int) -> None:
-        self.page.get_by_text(f"Sampled {n} conformations").wait_for(timeout=300_000)
+        self.page.get_by_text(f"Sampled {n:,} conformations").wait_for(timeout=300_000)
         self.page.get_by_role("heading", name="Last run").wait_for()
 
     def open(self, name: str) -> None:
         self.page.get_by_role("link", name=name, exact=True).click()
         self.page.get_by_role("heading", level=1).first.wait_for()
+
+    def choose_system(self, label_start: str) -> None:
+        """Pick a shipped system in the Home page's selectbox by the start of its label."""
+        self.page.get_by_role("combobox").first.click()
+        self.page.get_by_role("option", name=label_start, exact=False).first.click()
+        self.sample_button.wait_for()
+
+    def shot(self, path, max_height: int = 6000) -> None:
+        """The whole page as a PNG: Streamlit scrolls inside its main section, so the viewport
+        grows to the content's height first."""
+        self.page.wait_for_timeout(500)
+        height = self.page.evaluate("Math.max(...Array.from(document.querySelectorAll("
+                                    "'[data-testid=stMain], [data-testid=stMainBlockContainer]'))"
+                                    ".map(e => e.scrollHeight), 900)")
+        self.page.set_viewport_size({"width": 1280, "height": min(int(height) + 40, max_height)})
+        self.page.wait_for_timeout(500)
+        self.page.screenshot(path=str(path))
+        self.page.set_viewport_size({"width": 1280, "height": 900})
 
     def foreign_hosts(self) -> set:
         hosts = {urlparse(u).hostname for u in self.requests if urlparse(u).scheme in ("http", "https", "ws", "wss")}

@@ -9,12 +9,15 @@ Process-wide (shared by every browser session, never mutated):
 Per session (st.session_state, under the keys below): the finished run, the running job (jobs.py),
 upload validation results, the Home widgets; a run record's settings are admitted only within
 the widgets' ranges (`record_settings`).
-Nothing here runs at import time.
+Nothing here runs at import time. pandas is imported with this module, before any script or job
+thread exists: plotly imports it lazily, and a second thread that meets the half-imported module
+fails ("partially initialized module 'pandas'").
 """
 
 from __future__ import annotations
 
 
+import pandas  # noqa: F401  (see below)
 import streamlit as st
 
 from arbg_core import checkpoint
@@ -26,6 +29,7 @@ from .paths import models_dir, reference_path
 MAX_SAMPLES = 20_000
 # The Home widgets' ranges, which a loaded run record must respect too.
 RECORD_RULES = {"n": Range(int, 1, MAX_SAMPLES), "tau": TAU, "seed": SEED}
+MAX_REFERENCE_ENERGIES = 4000  # reference frames scored for the energy histograms (~0.3 s here)
 K_RUN, K_JOB, K_UPLOAD_MEMO, K_RECORD_MSG = "arbg_run", "arbg_job", "arbg_upload_memo", "arbg_record_msg"
 # Home widgets (keys shared with the run-record loader)
 K_SOURCE, K_SYSTEM, K_SEQUENCE, K_TERMINI = "home_source", "home_system", "home_sequence", "home_termini"
@@ -93,12 +97,14 @@ def _reference_energies(path: str, stamp: float, preset: str):
     from arbg_core.energy import EnergyModel
 
     traj = _shipped_reference(path, stamp)
-    return EnergyModel(traj.topology, preset).reduced_energy(traj.xyz)  # context made and dropped here
+    stride = -(-traj.n_frames // MAX_REFERENCE_ENERGIES)  # a histogram needs no more
+    return EnergyModel(traj.topology, preset).reduced_energy(traj.xyz[::stride])  # context made and dropped here
 
 
 def shipped_reference_energies(model_name: str, system: str | None, preset: str):
-    """Reduced energies (n_frames,) kT of `shipped_reference(model_name, system)` under `preset`,
-    or None when there is no shipped reference."""
+    """Reduced energies (kT) of `shipped_reference(model_name, system)` under `preset`, of every
+    k-th frame so that at most MAX_REFERENCE_ENERGIES are computed (for the plots' histograms;
+    the Compare page scores every frame), or None when there is no shipped reference."""
     path = reference_path(model_name, system)
     return None if path is None else _reference_energies(str(path), path.stat().st_mtime, preset)
 

@@ -107,8 +107,36 @@ def viewer_html(topology, xyz: np.ndarray, mode: str = "animate", color: str = "
     if mode == "animate":
         labels = [str(s) for s in (frame_labels or [f"frame {i + 1}" for i in range(n)])]
         page += _player(view.uniqueid, n, fps, labels)
-    _check_scripts(page, expected=2 if mode == "animate" else 1)
+    page += _wheel_guard(view.uniqueid)
+    _check_scripts(page, expected=3 if mode == "animate" else 2)
     return page
+
+
+def _wheel_guard(uid: str) -> str:
+    """The mouse wheel scrolls the app's page until the view is clicked (then it zooms), and
+    again once the pointer leaves the view: a view must not capture the page's scrolling. The
+    guard stops the wheel event before 3Dmol sees it, without preventDefault, so the browser
+    scrolls the page around the frame."""
+    uid = re.sub(r"[^0-9]", "", str(uid))
+    return f"""
+<div id="hint_{uid}" style="font:12px sans-serif;color:#666">Click the view to zoom with the
+ mouse wheel; drag to rotate.</div>
+<script>
+(function() {{
+  var active = false, view = document.getElementById("3dmolviewer_{uid}");
+  var hint = document.getElementById("hint_{uid}");
+  window.addEventListener("wheel", function(e) {{
+    if (!active) e.stopImmediatePropagation();
+  }}, {{capture: true}});
+  view.addEventListener("mousedown", function() {{
+    active = true; hint.textContent = "Mouse wheel zooms the view (move the pointer out to scroll the page).";
+  }});
+  view.addEventListener("mouseleave", function() {{
+    active = false; hint.textContent = "Click the view to zoom with the mouse wheel; drag to rotate.";
+  }});
+}})();
+</script>
+"""
 
 
 def _legend(topology) -> str:

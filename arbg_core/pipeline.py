@@ -2,7 +2,7 @@
 
 The CLI (`arbg sample`, `arbg evaluate`) and the app call `run_sampling` and render its
 `SampleResult`; `write_outputs` gives the on-disk format of DESIGN §14. Progress goes through
-`progress(stage, done, total)` with stage in "sample" | "energy" | "reweight".
+`progress(stage, done, total)` with stage in "sample" | "mirror" | "energy" | "reweight".
 """
 
 from __future__ import annotations
@@ -138,9 +138,14 @@ def run_sampling(loaded: LoadedModel, pep: Peptide, cfg: SampleConfig = SampleCo
                 report("energy", min(i + cfg.energy_chunk, len(frames)), len(frames))
             return out
 
-        def log_q_fn(frames):
-            return log_prob(loaded.model, loaded.tokenizer, pep.features, frames, tau=tau,
-                            batch_size=cfg.batch_size, device=device, center=False)
+        def log_q_fn(frames):  # the mirror images, a batch at a time so progress shows
+            out = []
+            for i in range(0, len(frames), cfg.batch_size):
+                out.append(log_prob(loaded.model, loaded.tokenizer, pep.features,
+                                    frames[i:i + cfg.batch_size], tau=tau,
+                                    batch_size=cfg.batch_size, device=device, center=False))
+                report("mirror", min(i + cfg.batch_size, len(frames)), len(frames))
+            return np.concatenate(out) if out else np.zeros(0)
 
         centers = chiral_centers(pep.topology)
         signs = handedness(pep.xyz[None], centers)[0]

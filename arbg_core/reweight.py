@@ -254,6 +254,35 @@ def ensemble_from_log_weights(xyz: np.ndarray, log_q: np.ndarray, u: np.ndarray,
         method=method, extras=dict(extras or {}))
 
 
+MIRROR_SKIP_BOUND = 2.0 ** -53  # the weight mass left to a one-sided log q: float64 round-off
+
+
+def _mirror_rounds(one_sided, two_sided, n_clip, log_q_mirror, log_q, u):
+    """Index arrays of the samples whose mirror image must be scored, in two rounds.
+
+    The two-sided weight never exceeds the one-sided one (q(y) + q(-y) >= q(x)), so
+    `one_sided` (B,) bounds every final log w from above. Round 1 scores the n_clip + 64
+    samples with the largest bounds; L, the (n_clip + 1)-th largest of their final log w, is a
+    lower bound of the largest weight left after clipping. Round 2 scores every other sample
+    except the lightest ones whose bounds sum to at most MIRROR_SKIP_BOUND * exp(L): those keep
+    the one-sided log q (an upper bound), so every normalized weight moves by at most that
+    fraction of the total, no skipped sample can enter the clipped set, and the count of
+    finite weights (hence of clipped ones) is unchanged."""
+    candidates = np.flatnonzero(two_sided)
+    order = candidates[np.argsort(-one_sided[candidates], kind="stable")]
+    first = order[:n_clip + 64]
+    yield first
+    if len(first) == len(order):
+        return
+    final = -u[first] - np.logaddexp(log_q[first], log_q_mirror[first])
+    L = np.sort(final)[::-1][min(n_clip, len(final) - 1)]
+    rest = order[len(first):][::-1]  # lightest first
+    mass = np.logaddexp.accumulate(one_sided[rest])  # log of the running sum of their bounds
+    n_skip = int(np.searchsorted(mass, L + np.log(MIRROR_SKIP_BOUND), side="right"))
+    if n_skip < len(rest):
+        yield np.sort(rest[n_skip:])
+
+
 def reweight(xyz: np.ndarray, log_q: np.ndarray, energy_fn, *, log_q_fn=None,
              centers: np.ndarray | None = None, reference_signs: np.ndarray | None = None,
              clip_fraction: float = 0.002, method: str = "snis") -> ReweightedEnsemble:
@@ -266,7 +295,10 @@ def reweight(xyz: np.ndarray, log_q: np.ndarray, energy_fn, *, log_q_fn=None,
     With `log_q_fn(xyz) -> log_q (B,)` and the chirality check on, a kept or mirrored sample y
     (the final coordinates) may have been drawn as y or as -y, so the weight uses
     log q(y) + q(-y) = logaddexp(log q(x), log q(-x)) with x the drawn sample: `log_q` supplies
-    log q(x) and one `log_q_fn` call on -x supplies the other (stored in extras["log_q_mirror"]).
+    log q(x) and `log_q_fn` calls on -x supply the other (stored in extras["log_q_mirror"]; NaN
+    where not scored). Energies come first, so mirror images are scored only where the weight
+    can matter: `_mirror_rounds` skips samples whose weights together are at most
+    MIRROR_SKIP_BOUND (2^-53) of the total, i.e. float64 round-off (extras["mirror_skipped"]).
     Without `log_q_fn` the drawn sample's own log q(x) is used; for an energy invariant under
     inversion that is also consistent (p(x)/q(x) carries over to the fixed sample), but the
     two-sided density is its Rao-Blackwellization and has lower weight variance.
@@ -286,18 +318,23 @@ def reweight(xyz: np.ndarray, log_q: np.ndarray, energy_fn, *, log_q_fn=None,
         fixed, status = np.array(xyz, copy=True), np.zeros(len(xyz), np.int8)
     live = status != DROPPED
     extras = {}
-    log_q_used = log_q.copy()
-    # A draw with log q = -inf came from outside the parametrization (a body-frame model's
-    # tokens with b_x <= 0 or c_y <= 0, DESIGN §17): weight 0, whatever its mirror image.
-    two_sided = live & (log_q > -np.inf)
-    if check and log_q_fn is not None and two_sided.any():
-        log_q_mirror = np.full(len(xyz), np.nan)
-        log_q_mirror[two_sided] = np.asarray(log_q_fn(-np.asarray(xyz)[two_sided]), np.float64)
-        log_q_used[two_sided] = np.logaddexp(log_q[two_sided], log_q_mirror[two_sided])
-        extras["log_q_mirror"] = log_q_mirror
     u = np.full(len(xyz), np.nan)
     if live.any():
         u[live] = np.asarray(energy_fn(fixed[live]), dtype=np.float64).reshape(-1)
+    log_q_used = log_q.copy()
+    # A draw with log q = -inf came from outside the parametrization (a body-frame model's
+    # tokens with b_x <= 0 or c_y <= 0, DESIGN §17): weight 0, whatever its mirror image.
+    two_sided = live & (log_q > -np.inf) & np.isfinite(u)
+    if check and log_q_fn is not None and two_sided.any():
+        log_q_mirror = np.full(len(xyz), np.nan)
+        one_sided = log_weights(u, log_q)  # (B,) an upper bound of every final log w
+        n_clip = int(np.floor(clip_fraction * np.sum(np.isfinite(one_sided))))
+        for idx in _mirror_rounds(one_sided, two_sided, n_clip, log_q_mirror, log_q, u):
+            log_q_mirror[idx] = np.asarray(log_q_fn(-np.asarray(xyz)[idx]), np.float64)
+        scored = two_sided & ~np.isnan(log_q_mirror)
+        log_q_used[scored] = np.logaddexp(log_q[scored], log_q_mirror[scored])
+        extras.update(log_q_mirror=log_q_mirror, mirror_skipped=int(np.sum(two_sided & ~scored)),
+                      mirror_skip_bound=MIRROR_SKIP_BOUND)
     log_w = log_weights(np.where(live, u, np.inf), log_q_used)
     return ensemble_from_log_weights(fixed, log_q_used, u, log_w, status, clip_fraction, method,
                                      extras)

@@ -40,4 +40,7 @@ page = viewer.viewer_html(run.topology, run.xyz[shown], color=color.split()[-1],
 if not viewer.JS_FILE.is_file():
     st.error("3Dmol.js is not installed in static/: run `make setup` (it comes from npm).")
 st.iframe(page, height=540)
-st.dataframe(exports.samples_table(run).iloc[shown], hide_index=True)
+table = exports.samples_table(run).iloc[shown]
+st.dataframe(table, hide_index=True, column_config={
+    c: st.column_config.Column(help=h) for c, h in exports.column_help(table.columns).items()})
+st.caption("Hover a column name for what it means.")

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from app_lib import figures, state, upload
+from app_lib.notices import verdict_frame
 from app_lib.compare import compare
 from app_lib.page import results_page
 from app_lib.paths import reference_path
@@ -70,10 +71,12 @@ if comp is None:
 m = comp.metrics
 st.subheader(f"Against {comp.source} ({comp.n_frames} frames)")
 st.table(figures.metrics_table(m).style.format("{:.4g}"))
+st.markdown("**Against the noise floor** (how far from MD, in units of how far MD is from itself):")
+st.dataframe(verdict_frame(m), hide_index=True)
 st.caption(f"At most {m['n_points']} points per side ({m['n_reference_frames']} reference frames, "
            f"{m['n_model_samples']} samples; the reweighted set is resampled by weight), TICA lag "
            f"{m['tica_lag_frames']} frames, seed {m['seed']}.")
 ref = comp.overlay()
 st.plotly_chart(plots.ramachandran_figure({**run.angle_ensembles(), ref.label: (ref.angles, None)},
-                                          run.residue_labels()))
+                                          run.residue_labels()), width="content")
 st.plotly_chart(plots.energy_figure({**run.energy_ensembles(), ref.label: (ref.u, None)}))

@@ -32,6 +32,9 @@ st.subheader("Numbers")
 # deferred download's id is new on every run, so a click that meets a rerun would be lost.
 st.download_button("CSV: one row per sample (weight, log q, u, φ/ψ, status)", key="exp_csv",
                    data=exports.csv_bytes(run), file_name=f"{stem}.csv", mime="text/csv")
+with st.expander("What the CSV columns mean"):
+    st.markdown("\n".join(f"- `{c}`: {h}" for c, h in exports.COLUMN_HELP.items())
+                + "\n- `phi_<residue>_deg`, `psi_<residue>_deg`: backbone dihedrals, degrees")
 st.download_button("JSON run record", data=exports.record_bytes(run), file_name=f"{stem}.json",
                    mime="application/json", key="exp_json")
 st.markdown("**Reproduce** this run: load the record on the Home page (*Reproduce a run*) and press "

@@ -3,13 +3,16 @@
 import numpy as np
 import streamlit as st
 
-from app_lib import figures
+from app_lib import figures, jobs
 from app_lib.jobs import current_run
+from app_lib.notices import low_ess_notice
 from arbg_core import plots
 
 st.set_page_config(page_title="arbg: how it works", layout="wide")
 st.title("How it works")
 run = current_run()
+if jobs.busy():
+    jobs.progress_note()
 if run is None:
     st.info("Sample a system on the Home page to see the figures of your own run next to the text.")
 ens = run.ensemble if run is not None else None
@@ -31,12 +34,16 @@ st.markdown("Each sample gets the weight **w = exp(−u) / q**: large when physi
             "as the model proposes every important conformation at least sometimes.")
 if ens is not None:
     phi, psi, _ = run.angles()
+    weighted = low_ess_notice(run, "curve")
     a, b = st.columns(2)
     a.plotly_chart(figures.weight_scatter(ens.u, ens.log_q, ens.log_w))
     a.caption("Each dot is a sample of your run. Bright = large weight: low energy but not "
-              "over-proposed by the model.")
-    b.plotly_chart(figures.angle_overlay({"proposal (model)": (phi[:, 0], None),
-                                          "reweighted (Boltzmann)": (phi[:, 0], ens.weights)}))
+              "over-proposed by the model. Both axes cover the bulk of the samples; the few "
+              "outside (clashes at very high energy) are counted above the plot.")
+    overlay = {"proposal (model)": (phi[:, 0], None)}
+    if weighted:
+        overlay["reweighted (Boltzmann)"] = (phi[:, 0], ens.weights)
+    b.plotly_chart(figures.angle_overlay(overlay))
     b.caption("The same samples counted plainly (proposal) and with their weights (reweighted).")
     if np.isfinite(ens.u).any():
         st.plotly_chart(plots.energy_figure(run.energy_ensembles()))

@@ -163,7 +163,9 @@ def test_two_sided_proposal_density_is_used_and_exact():
     np.testing.assert_array_equal(R.handedness(ens.xyz, _CENTER)[:, 0], 1)
     y = ens.xyz.astype(np.float64)
     expected = np.logaddexp(log_q_fn(y), log_q_fn(-y))
-    np.testing.assert_allclose(ens.log_q, expected, rtol=1e-5, atol=1e-4)  # float32 xyz
+    scored = ~np.isnan(ens.extras["log_q_mirror"])  # the rest weigh < 2^-53 of the total
+    assert scored.sum() + ens.extras["mirror_skipped"] == len(x)
+    np.testing.assert_allclose(ens.log_q[scored], expected[scored], rtol=1e-5, atol=1e-4)  # float32 xyz
     # E|y|^2 = 12 exactly; E[T | T > 0] = E|T| from direct samples of the target
     z = np.random.default_rng(6).normal(size=(400_000, 4, 3))
     truth_t, se_truth = np.abs(_triple(z)).mean(), np.abs(_triple(z)).std() / np.sqrt(len(z))
@@ -177,6 +179,38 @@ def test_two_sided_proposal_density_is_used_and_exact():
                            reference_signs=np.array([1]), clip_fraction=0.0)
     assert "log_q_mirror" not in one_sided.extras
     assert ens.ess > 1.3 * one_sided.ess
+
+
+@pytest.mark.parametrize("clip", [0.0, 0.002])
+def test_mirror_scoring_skips_only_what_cannot_matter(clip):
+    """Mirror images are scored only where the weight can matter; the weights equal those of
+    scoring every mirror image to float64 round-off (the proven bound: 2^-53 of the total)."""
+    rng = np.random.default_rng(7)
+    x = _MU + 1.2 * rng.normal(size=(20_000, 4, 3))
+    log_q_fn = lambda y: _gauss_log_density(y, _MU, 1.2)  # noqa: E731
+    calls = []
+
+    def counted(y):
+        calls.append(len(y))
+        return log_q_fn(y)
+
+    energy = lambda y: 2.0 * np.sum(np.asarray(y, np.float64) ** 2, axis=(1, 2))  # noqa: E731
+    ref = np.array([1])
+    fast = R.reweight(x, log_q_fn(x), energy, log_q_fn=counted, centers=_CENTER,
+                      reference_signs=ref, clip_fraction=clip)
+    skipped = fast.extras["mirror_skipped"]
+    assert skipped > 1000 and sum(calls) == len(x) - skipped  # real savings on a wide spread
+    # exact: every mirror image scored
+    fixed, status = R.fix_chirality(x, _CENTER, ref)
+    u = energy(fixed)
+    log_q = np.logaddexp(log_q_fn(x), log_q_fn(-x))
+    exact = R.ensemble_from_log_weights(fixed, log_q, u, R.log_weights(u, log_q), status, clip)
+    assert fast.counts == exact.counts
+    np.testing.assert_array_equal(np.isinf(fast.log_w), np.isinf(exact.log_w))  # same clipped set
+    assert np.abs(fast.weights - exact.weights).sum() <= 2 * R.MIRROR_SKIP_BOUND + 1e-15
+    assert fast.ess == pytest.approx(exact.ess, rel=1e-12)
+    skipped_w = exact.weights[np.isnan(fast.extras["log_q_mirror"])]
+    assert skipped_w.sum() <= R.MIRROR_SKIP_BOUND
 
 
 # ------------------------------------------------------------------- chirality on real peptides

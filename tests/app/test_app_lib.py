@@ -119,7 +119,7 @@ def test_script_in_remark_and_residue_name_is_inert(files, ala2):
     ref = upload.reference_from_upload([(f"{PAYLOAD}.pdb", with_remark.encode())], ala2.topology)
     page = viewer.viewer_html(ref.topology, ref.xyz[:5])
     assert "alert" not in page
-    assert len(re.findall("<script", page)) == 2  # py3Dmol's and our player's, nothing else
+    assert len(re.findall("<script", page)) == 3  # py3Dmol's, our player's and wheel guard, nothing else
 
     renamed = "\n".join(l[:17] + "</s" + l[20:] if l.startswith("ATOM") and l[17:20] == "ALA" else l
                         for l in with_remark.splitlines())
@@ -150,6 +150,7 @@ def test_viewer_modes_and_player(ala2):
         page = viewer.viewer_html(ala2.topology, xyz, mode=mode, color="element")
         assert "/app/static/3Dmol-min.js" in page and '"keepH": true' in page
         assert ("frame-counter" in page) == (mode == "animate")
+        assert "stopImmediatePropagation" in page and "capture: true" in page  # wheel scrolls the page
     page = viewer.viewer_html(ala2.topology, xyz, frame_labels=["</script>&"] * 3, fps=5)
     assert "\\u003c/script\\u003e\\u0026" in page and "}, 200);" in page  # 5 frames/s
     with pytest.raises(ValueError):
@@ -187,7 +188,8 @@ def test_catalog():
 
 
 def test_job_reports_stages_and_eta(models_dir, ala2):
-    """The background job: progress snapshots go sample -> mirror -> energy, with an ETA."""
+    """The background job: progress snapshots go queued -> sample -> energy -> mirror (the
+    mirror images of the samples whose weight can matter), with an ETA."""
     from arbg_core import checkpoint
     from arbg_core.pipeline import SampleConfig
 
@@ -201,8 +203,9 @@ def test_job_reports_stages_and_eta(models_dir, ala2):
         job.wait(0.01)
     assert job.error is None and job.result.ensemble.n == 96
     stages = [s["stage"] for s in seen]
-    order = ["sample", "mirror", "energy", "reweight"]
-    assert stages[0] == "sample" and stages == sorted(stages, key=order.index)  # never backwards
+    order = ["queued", "sample", "energy", "mirror", "reweight"]
+    assert stages[0] in ("queued", "sample") and stages == sorted(stages, key=order.index)  # never backwards
+    assert job.meta["threads"] >= 1
     assert any("ETA" in s["text"] for s in seen if s["stage"] == "sample")
     assert all(0.0 <= s["fraction"] <= 1.0 for s in seen)
 
@@ -231,3 +234,24 @@ def test_reference_path_prefers_the_system_of_a_transferable_model(tmp_path, mon
     assert reference_path("general", "AR-zw") == tmp_path / "general" / "AR-zw.npz"
     assert reference_path("general", "GS-zw") == tmp_path / "general.npz"
     assert reference_path("general") == tmp_path / "general.npz"
+
+
+@pytest.mark.parametrize("sequence,termini", [("AAA", "capped"), ("KLVFF", "zwitterionic"),
+                                              ("GYDPETGTWG", "zwitterionic"), ("HMRSW", "capped")])
+def test_build_time_estimate_counts_atoms_like_the_builder(sequence, termini):
+    from arbg_core import checkpoint, peptide
+
+    from app_lib import estimates
+
+    assert estimates.n_atoms(sequence, termini) == peptide.build(sequence, termini).n_atoms
+    t = estimates.build_time(sequence, termini, checkpoint.list_shipped())
+    assert t.md_h > 0 and t.train_cpu_h > t.train_gpu_h > 0  # the shipped cards measured both
+    assert "h" in t.text() or "min" in t.text() or "days" in t.text()
+
+
+def test_md_rate_follows_the_measured_points():
+    from app_lib import estimates
+
+    assert estimates.md_ns_per_day(22) == pytest.approx(2700.7, rel=1e-3)  # results/energy.json
+    assert estimates.md_ns_per_day(138) < estimates.md_ns_per_day(63) < estimates.md_ns_per_day(22)
+    assert estimates.md_ns_per_day(300) < estimates.md_ns_per_day(138)  # extrapolated

@@ -88,18 +88,10 @@ def browser(server):
 
 
 class Session(serve.Session):
-    """A browser session that can also save screenshots of whole pages."""
+    """A browser session that saves its screenshots in ARTIFACTS."""
 
     def shot(self, name: str) -> None:
-        """The whole page: Streamlit scrolls inside its main section, so grow the viewport."""
-        self.page.wait_for_timeout(500)
-        height = self.page.evaluate("Math.max(...Array.from(document.querySelectorAll("
-                                    "'[data-testid=stMain], [data-testid=stMainBlockContainer]'))"
-                                    ".map(e => e.scrollHeight), 900)")
-        self.page.set_viewport_size({"width": 1280, "height": min(int(height) + 40, 6000)})
-        self.page.wait_for_timeout(500)
-        self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
-        self.page.set_viewport_size({"width": 1280, "height": 900})
+        super().shot(ARTIFACTS / f"{name}.png")
 
 
 def non_white_fraction(png: bytes) -> float:
@@ -163,6 +155,16 @@ def download(page, button) -> Path:
         fail_showing_page(page, "no download within 120 s of the click")
 
 
+def wheel_scrolls_the_page(page) -> None:
+    """The mouse wheel over the 3D view scrolls the page (the view zooms only once clicked)."""
+    main = page.get_by_test_id("stMain")
+    box = page.locator("iframe").first.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, 300)
+    page.wait_for_timeout(500)
+    assert main.evaluate("e => e.scrollTop") > 0, "the 3D view captured the scroll wheel"
+
+
 def test_sample_and_every_page(server, browser, ala2_pdb):
     s = Session(browser, server)
     page = s.page
@@ -177,11 +179,12 @@ def test_sample_and_every_page(server, browser, ala2_pdb):
     canvas_png = frame.locator("canvas").first.screenshot()
     assert non_white_fraction(canvas_png) > 0.005, "the 3D canvas drew nothing"
     (ARTIFACTS / "2_conformers_canvas.png").write_bytes(canvas_png)
+    wheel_scrolls_the_page(page)
     s.shot("2_conformers")
 
     s.open("Ramachandran")
     wait_plots(page, 1)
-    assert page.get_by_text("reference (shipped MD) — ALA2").count() >= 1
+    assert page.get_by_text("reference (shipped MD)", exact=True).count() and page.get_by_text("ALA2", exact=True).count()
     s.shot("3_ramachandran")
 
     s.open("Energy")
@@ -262,5 +265,40 @@ def test_unseen_dipeptide_with_the_transferable_model(transferable_server, brows
     s.shot("8_unseen_ramachandran")
     s.open("Conformers")
     s.page.frame_locator("iframe").first.locator("canvas").first.wait_for()
+    assert s.dialogs == [] and s.foreign_hosts() == set()
+    s.ctx.close()
+
+
+def note_or_done(page, note: str, done: str) -> None:
+    """Wait for a page's run-in-progress `note` or, when the run finished before the page was
+    drawn (the tiny model is fast), for text of the finished run (`done`)."""
+    page.get_by_text(re.compile(f"{re.escape(note)}|{re.escape(done)}")).first.wait_for(timeout=60_000)
+
+
+def test_navigating_away_during_sampling_and_back(server, browser):
+    """#17's state bug: sample, visit another page while it runs, come back: the run finishes,
+    the Sample button works again, and other pages say a run is in progress, then update."""
+    s = Session(browser, server)
+    page = s.page
+    s.start_sampling(20000, seed=4)  # long enough to walk around while it runs
+    page.get_by_text(re.compile(r"^Sampling A-cap")).wait_for(timeout=60_000)  # the job is running
+    s.open("Energy")
+    note_or_done(page, "A new run is in progress", "of 20,000 samples")
+    s.open("Home")
+    s.wait_sampled(20000)
+    s.sample_button.wait_for()
+    assert s.sample_button.is_enabled(), "the Sample button stayed disabled after the run"
+    s.start_sampling(6000, seed=5)
+    page.get_by_text(re.compile(r"^Sampling A-cap")).wait_for(timeout=60_000)
+    s.open("Energy")  # shows the previous run with a note, then the new one by itself
+    note_or_done(page, "still shows the previous run (20,000 samples)", "of 6,000 samples")
+    wait_text(page, "of 6,000 samples", timeout=300_000)
+    assert page.get_by_text("A new run is in progress").count() == 0
+    s.open("Home")
+    s.sample_button.wait_for()
+    assert s.sample_button.is_enabled()
+    assert page.get_by_role("heading", name="Last run").inner_text().endswith("6,000 samples, tau 1, seed 5")
+    s.start_sampling(64, seed=6)
+    s.wait_sampled(64)
     assert s.dialogs == [] and s.foreign_hosts() == set()
     s.ctx.close()
