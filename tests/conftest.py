@@ -46,3 +46,16 @@ def tiny_checkpoint(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def toy_data(ala2):
+    """300 jittered frames of alanine dipeptide as a FrameData (time-block split), for training."""
+    import numpy as np
+
+    from arbg_core.data import FrameData, pdb_text_of, time_block_split
+
+    rng = np.random.default_rng(0)
+    xyz = (ala2.xyz[None] + rng.normal(0, 0.02, (300, ala2.n_atoms, 3))).astype(np.float32)
+    a, b, c = time_block_split(len(xyz))
+    return FrameData(xyz[a], xyz[b], xyz[c], ala2.features, pdb_text_of(ala2.to_mdtraj()),
+                     {"system": {"sequence": "A", "termini": "capped",
+                                 "preset": "amber99sbildn-obc"}})

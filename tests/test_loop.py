@@ -9,20 +9,9 @@ import pytest
 import torch
 
 from arbg_core import train_state
-from arbg_core.data import FrameData, pdb_text_of, time_block_split
 from arbg_core.resident import ResidentFrames, quaternion_rotations
 from arbg_core.tokenizer import Tokenizer, TokenizerConfig
 from arbg_core.train import TrainConfig, train
-
-
-@pytest.fixture(scope="module")
-def toy_data(ala2):
-    rng = np.random.default_rng(0)
-    xyz = (ala2.xyz[None] + rng.normal(0, 0.02, (300, ala2.n_atoms, 3))).astype(np.float32)
-    a, b, c = time_block_split(len(xyz))
-    return FrameData(xyz[a], xyz[b], xyz[c], ala2.features, pdb_text_of(ala2.to_mdtraj()),
-                     {"system": {"sequence": "A", "termini": "capped",
-                                 "preset": "amber99sbildn-obc"}})
 
 
 def cfg(**kw):
