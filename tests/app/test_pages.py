@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
+from app_fakes import FakeJob
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -142,30 +143,9 @@ def test_typed_sequence_with_a_transferable_model(tmp_path, monkeypatch, models_
     assert "samples zwitterionic peptides of length 2" in messages(at.caption)
 
 
-class _FakeJob:
-    """Looks like app_lib.jobs.Job, 'runs' for three polls, then fails."""
-
-    label, result, meta = "A-cap with tiny", None, {}
-
-    def __init__(self):
-        from arbg_core.pipeline import SampleConfig
-
-        self.cfg, self.polls, self.error = SampleConfig(n=10), 0, RuntimeError("stopped by the test")
-
-    @property
-    def running(self):
-        return self.polls < 3
-
-    def wait(self, seconds):
-        self.polls += 1
-
-    def snapshot(self):
-        return {"fraction": 0.5, "text": "Drawing samples: 5 / 10", "elapsed_s": 1.0}
-
-
 def test_cannot_start_twice(models_dir):
     at = fresh()
-    at.session_state["arbg_job"] = _FakeJob()
+    at.session_state["arbg_job"] = FakeJob()
     at.run()
     assert at.button(key="home_submit").disabled  # a run is in progress in this session
     assert "stopped by the test" in messages(at.error)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
+from app_fakes import FakeJob
 
 REPO = Path(__file__).resolve().parents[2]
 APP = str(REPO / "app.py")
@@ -65,28 +66,7 @@ def test_typed_sequence_starts_served_and_offers_the_other_termini(models_dir):
     assert at.radio(key="home_termini").value == "capped" and at.button(key="home_submit")
 
 
-class _FakeJob:
-    """Looks like app_lib.jobs.Job, 'runs' for three polls, then fails."""
-
-    label, result, meta = "A-cap with tiny", None, {}
-
-    def __init__(self):
-        from arbg_core.pipeline import SampleConfig
-
-        self.cfg, self.polls, self.error = SampleConfig(n=10), 0, RuntimeError("stopped by the test")
-
-    @property
-    def running(self):
-        return self.polls < 3
-
-    def wait(self, seconds):
-        self.polls += 1
-
-    def snapshot(self):
-        return {"fraction": 0.5, "text": "Drawing samples: 5 / 10", "elapsed_s": 1.0}
-
-
-class _RunningJob(_FakeJob):
+class _RunningJob(FakeJob):
     """Looks like a job that is still running (the fragment never waits on it)."""
 
     running = True
