@@ -13,24 +13,6 @@ from app_lib.text import plain
 PAYLOAD = "</script><script>alert(1)</script>"
 
 
-@pytest.fixture(scope="module")
-def files(ala2, tmp_path_factory):
-    """ala2 as topology PDB + DCD/XTC/TRR/multi-model PDB (20 frames), and truncated copies."""
-    import mdtraj as md
-
-    d = tmp_path_factory.mktemp("traj")
-    rng = np.random.default_rng(0)
-    traj = md.Trajectory((ala2.xyz[None] + 0.003 * rng.standard_normal((20, 22, 3))).astype(np.float32),
-                         ala2.topology)
-    out = {}
-    for ext in ("pdb", "dcd", "xtc", "trr"):
-        traj.save(str(d / f"t.{ext}"))
-        out[ext] = (d / f"t.{ext}").read_bytes()
-    traj[0].save(str(d / "top.pdb"))
-    out["top"] = (d / "top.pdb").read_bytes()
-    return out
-
-
 def cut(data: bytes) -> bytes:
     return data[: len(data) * 2 // 3]
 

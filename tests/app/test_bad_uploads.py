@@ -28,21 +28,6 @@ def refused(files, topology, match, **kw) -> str:
     return text
 
 
-@pytest.fixture(scope="module")
-def files(ala2, tmp_path_factory):
-    d = tmp_path_factory.mktemp("up")
-    rng = np.random.default_rng(0)
-    traj = md.Trajectory((ala2.xyz[None] + 0.003 * rng.standard_normal((20, 22, 3))).astype(np.float32),
-                         ala2.topology)
-    out = {}
-    for ext in ("pdb", "dcd", "xtc", "trr"):
-        traj.save(str(d / f"t.{ext}"))
-        out[ext] = (d / f"t.{ext}").read_bytes()
-    traj[0].save(str(d / "top.pdb"))
-    out["top"] = (d / "top.pdb").read_bytes()
-    return out
-
-
 @pytest.mark.parametrize("ext", ["xtc", "trr", "dcd"])
 def test_cut_inside_a_frame(files, ala2, ext):
     data = files[ext]
