@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
-from app_fakes import FakeJob
+from app_helpers import FakeJob, messages, sample
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -19,18 +19,6 @@ N, SEED = 64, 3
 
 def fresh() -> AppTest:
     return AppTest.from_file(APP, default_timeout=60).run()
-
-
-def sample(at: AppTest, n: int = N, seed: int = SEED) -> AppTest:
-    at.number_input(key="home_n").set_value(n)
-    at.number_input(key="home_seed").set_value(seed)
-    at.button(key="home_submit").click().run(timeout=120)
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def messages(elements) -> str:
-    return " | ".join(str(e.value) for e in elements)
 
 
 def rendered(at: AppTest) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
-from app_fakes import FakeJob
+from app_helpers import FakeJob, messages, sample
 
 REPO = Path(__file__).resolve().parents[2]
 APP = str(REPO / "app.py")
@@ -17,18 +17,6 @@ PAGES = ["pages/1_Conformers.py", "pages/2_Ramachandran.py", "pages/3_Energy.py"
 
 def fresh() -> AppTest:
     return AppTest.from_file(APP, default_timeout=60).run()
-
-
-def sample(at: AppTest, n: int = 64, seed: int = 3) -> AppTest:
-    at.number_input(key="home_n").set_value(n)
-    at.number_input(key="home_seed").set_value(seed)
-    at.button(key="home_submit").click().run(timeout=120)
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def messages(elements) -> str:
-    return " | ".join(str(e.value) for e in elements)
 
 
 def at_errors(at):
