@@ -8,11 +8,17 @@ must be ...", exit code 2, before any work starts."""
 from __future__ import annotations
 
 import argparse
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, field, fields
 
 from .checks import SettingError
 
 _TYPES = {"int": int, "float": float, "str": str}
+
+
+def option(default, help: str, **meta):
+    """A config dataclass field whose metadata carries its flag's help (and any other flag
+    setting, e.g. choices): what `add_config_flags` reads."""
+    return field(default=default, metadata={"help": help, **meta})
 
 
 def _checked(cls, name: str, kind: type):

@@ -80,7 +80,7 @@ def _weights(files: list[Path]) -> dict:
     tensors = {}
     for f in files:
         tensors |= load_file(str(f))
-    return {k[len("model."):]: v.float() for k, v in tensors.items() if k.startswith("model.")}
+    return train_state.model_weights(tensors)
 
 
 def unpack(returned: str | Path, run: str | Path) -> Path:
@@ -91,7 +91,7 @@ def unpack(returned: str | Path, run: str | Path) -> Path:
     state.mkdir(parents=True)
     with tarfile.open(returned / "run.tar") as tar:
         for member in tar.getmembers():
-            if not member.isfile() or member.name.startswith(("/", "..")) or ".." in member.name:
+            if not member.isfile() or member.name.startswith("/") or ".." in member.name:
                 raise ValueError(f"unexpected entry {member.name!r} in run.tar")
             target = run / member.name
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -27,26 +27,22 @@ from .checks import (NON_NEGATIVE, POSITIVE, POSITIVE_INT, TEMPERATURE_K, Range,
                      check, optional)
 from .energy import DEFAULT_PRESET, create_system, fastest_platform, get_preset
 from .files import ascii_view, atomic_path, atomic_write, quiet_stdout, read_json, write_json
+from .flags import option
 from .trajectories import save_dcd
-
-
-def _help(default, text: str):
-    """A dataclass field with its CLI help text (the CLI builds `arbg md` flags from these)."""
-    return field(default=default, metadata={"help": text})
 
 
 @dataclass(frozen=True)
 class MDConfig:
-    ns: float = _help(1.0, "production length, ns (after the warm-up)")
-    preset: str = _help(DEFAULT_PRESET, "force-field preset (energy.PRESETS)")
-    temperature_k: float | None = _help(None, "thermostat temperature, K; None: the preset's")
-    dt_fs: float = _help(1.0, "integration time step, fs")
-    friction_per_ps: float = _help(1.0, "Langevin friction, 1/ps")
-    save_ps: float = _help(1.0, "time between saved frames, ps")
-    warmup_ps: float = _help(100.0, "warm-up after the minimization, ps (no frames saved)")
-    chunk_frames: int = _help(1000, "frames per chunk file (the unit a killed run may lose)")
-    seed: int = _help(0, "seed of the initial velocities and of the thermostat")
-    platform: str = _help("auto", "OpenMM platform name; auto: the faster of Reference and CPU")
+    ns: float = option(1.0, "production length, ns (after the warm-up)")
+    preset: str = option(DEFAULT_PRESET, "force-field preset (energy.PRESETS)")
+    temperature_k: float | None = option(None, "thermostat temperature, K; None: the preset's")
+    dt_fs: float = option(1.0, "integration time step, fs")
+    friction_per_ps: float = option(1.0, "Langevin friction, 1/ps")
+    save_ps: float = option(1.0, "time between saved frames, ps")
+    warmup_ps: float = option(100.0, "warm-up after the minimization, ps (no frames saved)")
+    chunk_frames: int = option(1000, "frames per chunk file (the unit a killed run may lose)")
+    seed: int = option(0, "seed of the initial velocities and of the thermostat")
+    platform: str = option("auto", "OpenMM platform name; auto: the faster of Reference and CPU")
 
     def __post_init__(self):
         # seeds up to 2^30: replicas and corpus sequences add their index, OpenMM adds 1 (int32)

@@ -20,6 +20,7 @@ from .checks import FRACTION, POSITIVE_INT, SEED, TAU, Range, SettingError, chec
 from .checkpoint import LoadedModel
 from .energy import EnergyModel
 from .files import write_json
+from .flags import option
 from .peptide import Peptide
 from .reweight import ReweightedEnsemble, chiral_centers, handedness, reweight
 from .sampling import check_ready, log_prob, model_device, resolve_device, sample
@@ -31,27 +32,23 @@ METHODS = ("snis", "smc")
 SMC_SCHEDULES = ("constant", "linear")
 
 
-def _opt(default, help: str, **meta):
-    return field(default=default, metadata={"help": help, **meta})
-
-
 @dataclass(frozen=True)
 class SampleConfig:
-    n: int = _opt(1000, "number of proposals drawn")
-    batch_size: int = _opt(1024, "proposals generated together (one KV cache)")
-    tau: float | None = _opt(None, "sampling temperature tau (default: the model card's tuned tau)")
-    seed: int = _opt(0, "random seed: the same seed on the same device gives the same samples")
-    device: str = _opt("auto", "auto: where the model is loaded (CUDA when present)",
+    n: int = option(1000, "number of proposals drawn")
+    batch_size: int = option(1024, "proposals generated together (one KV cache)")
+    tau: float | None = option(None, "sampling temperature tau (default: the model card's tuned tau)")
+    seed: int = option(0, "random seed: the same seed on the same device gives the same samples")
+    device: str = option("auto", "auto: where the model is loaded (CUDA when present)",
                        choices=("auto", "cpu", "cuda"))
-    use_kv_cache: bool = _opt(True, "re-encode the prefix for every token (benchmarks only)")
-    method: str = _opt("snis", "importance sampling (snis) or twisted SMC over residues (smc)",
+    use_kv_cache: bool = option(True, "re-encode the prefix for every token (benchmarks only)")
+    method: str = option("snis", "importance sampling (snis) or twisted SMC over residues (smc)",
                        choices=METHODS)
-    reweight: bool = _opt(True, "skip energies and weights")
-    clip_fraction: float = _opt(0.002, "largest fraction of log weights dropped")
-    energy_chunk: int = _opt(500, "frames per energy evaluation call")
-    smc_threshold: float = _opt(0.5, "SMC: resample when the normalized ESS falls below this "
+    reweight: bool = option(True, "skip energies and weights")
+    clip_fraction: float = option(0.002, "largest fraction of log weights dropped")
+    energy_chunk: int = option(500, "frames per energy evaluation call")
+    smc_threshold: float = option(0.5, "SMC: resample when the normalized ESS falls below this "
                                 "(0: never)")
-    smc_schedule: str | tuple[float, ...] = _opt(
+    smc_schedule: str | tuple[float, ...] = option(
         "constant", "SMC twist exp(-lambda_r u_r): lambda_r = 1 (constant) or r/R (linear)",
         choices=SMC_SCHEDULES)
 

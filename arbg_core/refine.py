@@ -29,13 +29,14 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
+from .flags import option
 from .model import ArBG, KVCache, conditioning, token_log_probs
 from .peptide import AtomFeatures
 from .reweight import DROPPED, MIRRORED, ReweightedEnsemble, log_weights, reweight
@@ -49,35 +50,31 @@ MIN_ESS_COUNT = 20  # effective samples below which an ESS fall is noise, not co
 Progress = Callable[[str, int, int, dict], None]
 
 
-def _opt(default, help: str, **meta):
-    return field(default=default, metadata={"help": help, **meta})
-
-
 @dataclass(frozen=True)
 class RefineConfig:
-    objective: str = _opt("fkl", "fkl: importance-weighted max likelihood (tempered weights); "
+    objective: str = option("fkl", "fkl: importance-weighted max likelihood (tempered weights); "
                           "rkl: reverse KL by the score function; mix: both", choices=OBJECTIVES)
-    steps: int | None = _opt(100, "parameter updates (with minutes: whichever ends first)")
-    minutes: float | None = _opt(None, "wall-clock budget of the loop, guard checks included")
-    batch_size: int = _opt(256, "samples drawn per update")
+    steps: int | None = option(100, "parameter updates (with minutes: whichever ends first)")
+    minutes: float | None = option(None, "wall-clock budget of the loop, guard checks included")
+    batch_size: int = option(256, "samples drawn per update")
     # 1e-4 at batch 128 set the shipped ala2 back 27 nats of held-aside score in 10 steps
-    lr: float = _opt(3e-5, "AdamW learning rate")
-    beta0: float = _opt(0.25, "fkl: weights tempered as w^beta, beta annealed from beta0 to 1")
-    anneal: float = _opt(0.5, "fraction of the budget over which beta reaches 1")
-    reward_clip: float = _opt(0.05, "rkl: rewards clipped to the batch's [q, 1 - q] quantiles")
-    mix: float = _opt(0.5, "mix: weight of the rkl term")
-    tau: float | None = _opt(None, "temperature the loop draws at (default: the model card's "
+    lr: float = option(3e-5, "AdamW learning rate")
+    beta0: float = option(0.25, "fkl: weights tempered as w^beta, beta annealed from beta0 to 1")
+    anneal: float = option(0.5, "fraction of the budget over which beta reaches 1")
+    reward_clip: float = option(0.05, "rkl: rewards clipped to the batch's [q, 1 - q] quantiles")
+    mix: float = option(0.5, "mix: weight of the rkl term")
+    tau: float | None = option(None, "temperature the loop draws at (default: the model card's "
                              "tau; rkl: 1); the gradient is always of the tau = 1 density")
-    eval_every: int = _opt(10, "steps between held-aside ESS checks (the collapse guard)")
-    eval_n: int = _opt(1024, "fresh samples per held-aside ESS check")
-    rollback: float = _opt(0.5, "roll back to the best state when the held-aside ESS falls "
+    eval_every: int = option(10, "steps between held-aside ESS checks (the collapse guard)")
+    eval_n: int = option(1024, "fresh samples per held-aside ESS check")
+    rollback: float = option(0.5, "roll back to the best state when the held-aside ESS falls "
                            "below this fraction of the best state's")
-    rollback_nats: float = _opt(2.0, "... or its mean clipped log weight this far below the best")
-    max_rollbacks: int = _opt(3, "stop after this many rollbacks")
-    final_n: int = _opt(4000, "fresh samples for the ESS before and after (on the card)")
-    grad_clip: float = _opt(1.0, "gradient norm clip")
-    clip_fraction: float = _opt(0.002, "largest fraction of log weights dropped in ESS checks")
-    seed: int = _opt(0, "random seed of the loop; checks and before/after use derived seeds")
+    rollback_nats: float = option(2.0, "... or its mean clipped log weight this far below the best")
+    max_rollbacks: int = option(3, "stop after this many rollbacks")
+    final_n: int = option(4000, "fresh samples for the ESS before and after (on the card)")
+    grad_clip: float = option(1.0, "gradient norm clip")
+    clip_fraction: float = option(0.002, "largest fraction of log weights dropped in ESS checks")
+    seed: int = option(0, "random seed of the loop; checks and before/after use derived seeds")
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:

@@ -33,8 +33,9 @@ class ResidentFrames:
     def __init__(self, tok: Tokenizer, data, device: torch.device, chunk: int = 8192):
         self.tok, self.features, self.device = tok, data.features, device
         self.cond: Conditioning = conditioning(data.features, frame=tok.cfg.frame).to(device)
+        self.fixed = tok.cfg.frame != "centered"  # a body frame: tokens fixed per frame
         xyz = torch.from_numpy(data.xyz_train)  # (N, A, 3) nm
-        if tok.cfg.frame != "centered":  # a body frame
+        if self.fixed:
             parts = [tok.encode_system(xyz[i:i + chunk], data.features)[0].to(torch.int16)
                      for i in range(0, len(xyz), chunk)]  # n_bins <= 32768 fits int16
             self.bins = torch.cat(parts).to(device)  # (N, T)
@@ -51,7 +52,7 @@ class ResidentFrames:
         """(bins (n, T) long, conditioning (1, T)) of n frames drawn uniformly with replacement;
         `generator` lives on the device."""
         idx = torch.randint(self.n_frames, (n,), generator=generator, device=self.device)
-        if self.tok.cfg.frame != "centered":
+        if self.fixed:
             return self.bins[idx].long(), self.cond
         x = self.xyz[idx] @ quaternion_rotations(n, generator).transpose(1, 2)  # (n, A, 3)
         bins, _, _ = self.tok.encode_system(x, self.features, center=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -26,6 +26,7 @@ from . import checkpoint
 from .batches import clamped_fraction
 from .data import Corpus, FrameData, prepare_corpus
 from .files import write_json
+from .flags import option
 from .loop import MOMENTS, Run, cpu_bf16_is_faster, lr_factor  # noqa: F401 (train's API)
 from .model import ArBG, ModelConfig
 from .tokenizer import Tokenizer, TokenizerConfig
@@ -42,45 +43,40 @@ SWITCHES = ("auto", "on", "off")  # TrainConfig.bf16, .compile, .resident
 BF16_MODES = SWITCHES
 
 
-def _help(default, text: str):
-    """A dataclass field with its CLI help text (the CLI builds `arbg train` flags from these)."""
-    return field(default=default, metadata={"help": text})
-
-
 @dataclass(frozen=True)
 class TrainConfig:
-    size: str = _help("small", "model size preset (model.SIZES)")
-    n_bins: int | None = _help(None, "bins per coordinate; None: the size preset's")
-    a: float | None = _help(None, "box half-width in stds; None: 3 (one system), 4.5 (a corpus)")
-    std_nm: float | None = _help(None, "scale, nm; None: fitted (one system), 0.25 (a corpus)")
-    steps: int = _help(10_000, "optimizer steps")
-    batch_size: int = _help(256, "frames per step, all ranks together")
-    lr: float = _help(1e-3, "peak learning rate (AdamW; Muon too unless muon_lr is set)")
-    muon_lr: float | None = _help(None, "Muon's peak learning rate; None: lr (RMS-matched)")
-    weight_decay: float = _help(0.01, "decoupled weight decay")
-    warmup_steps: int = _help(200, "steps of linear learning-rate warm-up")
-    min_lr_ratio: float = _help(0.05, "final learning rate of the cosine decay, times lr")
-    grad_clip: float = _help(1.0, "gradient-norm clip")
-    optimizer: str = _help("adamw", "adamw | muon (Muon on 2D block weights, AdamW on the rest)")
-    bf16: str = _help("auto", "auto (CUDA with bf16, or a CPU with fast bf16 matmuls) | on | off")
-    val_every: int = _help(500, "steps between validations; the best is kept in best/")
-    val_frames: int = _help(2048, "validation frames")
-    save_every: int = _help(500, "steps between saves of last/ and state/")
-    seed: int = _help(0, "seed of the initial weights and of the batches")
-    init: str | None = _help(None, "checkpoint whose weights start the run (fresh optimizer)")
-    frame: str = _help("body", "what the tokens are: body (3A - 6 coordinates in the frame of "
+    size: str = option("small", "model size preset (model.SIZES)")
+    n_bins: int | None = option(None, "bins per coordinate; None: the size preset's")
+    a: float | None = option(None, "box half-width in stds; None: 3 (one system), 4.5 (a corpus)")
+    std_nm: float | None = option(None, "scale, nm; None: fitted (one system), 0.25 (a corpus)")
+    steps: int = option(10_000, "optimizer steps")
+    batch_size: int = option(256, "frames per step, all ranks together")
+    lr: float = option(1e-3, "peak learning rate (AdamW; Muon too unless muon_lr is set)")
+    muon_lr: float | None = option(None, "Muon's peak learning rate; None: lr (RMS-matched)")
+    weight_decay: float = option(0.01, "decoupled weight decay")
+    warmup_steps: int = option(200, "steps of linear learning-rate warm-up")
+    min_lr_ratio: float = option(0.05, "final learning rate of the cosine decay, times lr")
+    grad_clip: float = option(1.0, "gradient-norm clip")
+    optimizer: str = option("adamw", "adamw | muon (Muon on 2D block weights, AdamW on the rest)")
+    bf16: str = option("auto", "auto (CUDA with bf16, or a CPU with fast bf16 matmuls) | on | off")
+    val_every: int = option(500, "steps between validations; the best is kept in best/")
+    val_frames: int = option(2048, "validation frames")
+    save_every: int = option(500, "steps between saves of last/ and state/")
+    seed: int = option(0, "seed of the initial weights and of the batches")
+    init: str | None = option(None, "checkpoint whose weights start the run (fresh optimizer)")
+    frame: str = option("body", "what the tokens are: body (3A - 6 coordinates in the frame of "
                        "three bonded atoms, a uniform rotation when sampling; 6-20x the ESS of "
                        "centered at equal compute, README) | centered (all 3A coordinates, "
                        "random rotations in training; the paper's) | body-heavy (body, heavy "
                        "atoms first)")
-    budget_s: float | None = _help(None, "wall-clock seconds this process may run: it stops "
+    budget_s: float | None = option(None, "wall-clock seconds this process may run: it stops "
                                    "cleanly before (last/, best/, state/ saved); --resume goes on")
-    log_every: int = _help(1, "steps between progress reports (each reads the loss back from "
+    log_every: int = option(1, "steps between progress reports (each reads the loss back from "
                            "the device: use ~50 on a GPU)")
-    resident: str = _help("auto", "keep the training frames on the device and draw, rotate and "
+    resident: str = option("auto", "keep the training frames on the device and draw, rotate and "
                           "tokenize batches there: auto (CUDA, one system) | on | off")
-    compile: str = _help("auto", "torch.compile the training step: auto (CUDA) | on | off")
-    moments: str = _help("fp32", "dtype of the optimizer moments in state/: fp32 (exact resume) "
+    compile: str = option("auto", "torch.compile the training step: auto (CUDA) | on | off")
+    moments: str = option("fp32", "dtype of the optimizer moments in state/: fp32 (exact resume) "
                          "| bf16 (half the size, for the device transfer limit)")
 
     def __post_init__(self):

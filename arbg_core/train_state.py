@@ -26,6 +26,11 @@ STATE_DIR = "state"
 SHARD_BYTES = 15 * 2 ** 20  # under the device's 16 MiB per returned file
 
 
+def model_weights(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model's state dict (float32) out of a state's flat tensors ("model.NAME")."""
+    return {k[len("model."):]: v.float() for k, v in tensors.items() if k.startswith("model.")}
+
+
 def _flatten(model, opts, moments_dtype) -> dict[str, torch.Tensor]:
     tensors = {f"model.{k}": v.detach().float().cpu() for k, v in model.state_dict().items()}
     for i, opt in enumerate(opts):
@@ -87,8 +92,7 @@ def load(folder: str | Path, model, opts) -> tuple[dict, torch.Tensor]:
     tensors = {}
     for n in range(meta["n_shards"]):
         tensors |= load_file(str(folder / f"state-{n:02d}.safetensors"))
-    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    model.load_state_dict(weights)
+    model.load_state_dict(model_weights(tensors))
     for i, (opt, groups) in enumerate(zip(opts, meta["param_groups"])):
         state: dict[int, dict] = {}
         for key, t in tensors.items():

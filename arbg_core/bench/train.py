@@ -20,7 +20,7 @@ import torch
 
 from .common import cli, write
 
-# (frames per step, timed steps) per size: CUDA steps of ~0.5M tokens, compute-bound
+# frames per step by size: on CUDA ~0.5M tokens a step (compute-bound), on a CPU a few thousand
 CUDA_BATCH = {"tiny": 8192, "small": 8192, "base": 8192, "large": 2048}
 CPU_BATCH = {"tiny": 64, "small": 64, "base": 32, "large": 8}
 
@@ -53,6 +53,7 @@ def flops_per_token(model, n_tokens: int) -> float:
 
 def one_size(data, size: str, device: torch.device, batch: int, steps: int, optimizer: str,
              frame: str, n_bins: int | None) -> dict:
+    from arbg_core.frames import get_frame
     from arbg_core.model import ArBG, ModelConfig
     from arbg_core.train import TrainConfig, train
 
@@ -70,7 +71,7 @@ def one_size(data, size: str, device: torch.device, batch: int, steps: int, opti
         summary = train(data, out, cfg, device=str(device), progress=progress)
     seconds = marks[2 * steps] - marks[steps]  # the middle window: warmed up, no final save
     model = ArBG(ModelConfig.preset(size, n_bins=n_bins))
-    n_tokens = 3 * data.n_atoms - (0 if frame == "centered" else 6)
+    n_tokens = len(get_frame(frame).tokens(data.features)[0])
     tokens_per_s = batch * n_tokens * steps / seconds
     return {"size": size, "params": model.num_params(), "n_bins": model.cfg.n_bins,
             "frames_per_step": batch, "tokens_per_step": batch * n_tokens,
