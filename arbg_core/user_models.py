@@ -102,8 +102,9 @@ def serving_names(sequence: str, termini: str) -> tuple[list[str], Listing]:
     if found:
         return [e.name for e in found], listing
     systems = [e.system.label for e in listing.entries if not e.transferable]
-    raise ValueError(f"no shipped or user model covers {sequence} ({termini}). Per-system "
-                     f"models: {', '.join(systems) or 'none'}" + "".join(f"; {m}" for m in limits)
+    raise ValueError(f"no shipped model covers {sequence} ({termini}), nor one of yours "
+                     f"({USER_MODELS_ENV}). Per-system models: {', '.join(systems) or 'none'}"
+                     + "".join(f"; {m}" for m in limits)
                      + ". Train one with `arbg md` and `arbg train` (README).")
 
 
