@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import streamlit as st
@@ -190,7 +190,7 @@ def offer(sequence: str, termini: str, model_names) -> None:
     if isinstance(done, Outcome) and done.select and done.system == (sequence, termini):
         if done.name in model_names:
             st.session_state[state.K_MODEL] = done.name
-            st.session_state[K_DONE] = Outcome(**{**done.__dict__, "select": False})
+            st.session_state[K_DONE] = replace(done, select=False)
 
 
 # ------------------------------------------------------------------------------- the page
