@@ -72,9 +72,13 @@ def list_user(root: str | os.PathLike | None = None, taken: set[str] = frozenset
     folders skipped. Hidden folders (writes in progress) are passed over silently."""
     root = Path(root) if root is not None else user_models_dir()
     entries, skipped = [], []
-    if not root.is_dir():
-        return entries, skipped
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    try:
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:  # missing (nothing made yet), not a folder, or not readable
+        folders = []
+        if root.exists():
+            skipped.append(Skipped(root.name, "the user models folder cannot be read"))
+    for folder in folders:
         if folder.name in taken:
             skipped.append(Skipped(folder.name, "a shipped model has this name"))
             continue

@@ -64,6 +64,13 @@ def test_listing_skips_broken_folders_and_marks_refined(tmp_path, tiny_checkpoin
     assert ("general", "a shipped model has this name") in {(s.name, s.reason) for s in again.skipped}
 
 
+def test_an_unreadable_user_folder_is_a_notice(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    assert user_models.list_user(tmp_path / "missing") == ([], [])
+    entries, skipped = user_models.list_user(tmp_path / "file")
+    assert entries == [] and skipped[0].reason == "the user models folder cannot be read"
+
+
 def test_refined_folder_names_are_fresh(tmp_path):
     assert user_models.refined_folder("dipeptides", "W", "capped", tmp_path, ()) == \
         tmp_path / "dipeptides-refined-W-cap"
