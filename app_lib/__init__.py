@@ -1,8 +1,10 @@
 """Helpers of the Streamlit app (app.py and pages/); arbg_core never imports from here.
 
     state.py    the one module that uses st.cache_*; the session's keys
-    paths.py    where models and reference MD are (ARBG_MODELS_DIR, ARBG_REFERENCE_DIR)
+    paths.py    where models and reference MD are (ARBG_MODELS_DIR, ARBG_USER_MODELS_DIR,
+                ARBG_REFERENCE_DIR)
     jobs.py     the background sampling job and its life in the session (start, follow, collect)
+    refining.py Home's "Refine for this sequence": a background refinement, its progress, result
     page.py     the frame of every results page (the session's run or a pointer Home)
     home.py     a run record's settings into the Home widgets
     compare.py  a run against reference MD (typed `Comparison`) and the plots' reference overlay
@@ -15,6 +17,6 @@
     text.py     user text -> inert markdown
     serve.py    `streamlit run app.py` on a free port, and a chromium session driving it
 
-state, jobs, page, home and compare use streamlit; the rest is plain Python, so tests call it
+state, jobs, refining, page, home and compare use streamlit; the rest is plain Python, so tests call it
 directly.
 """

@@ -1,8 +1,8 @@
-"""Shipped models and the systems they serve.
+"""Models (shipped, and yours: arbg_core/user_models.py) and the systems they serve.
 
 A single-system model serves exactly its (sequence, termini); a transferable model serves the
 termini and lengths its config states (`checkpoint.ModelEntry.check_serves` decides, as for the
-CLI). Entries are `checkpoint.ModelEntry` records, as `checkpoint.list_shipped` returns them.
+CLI). Entries are `checkpoint.ModelEntry` records, as `user_models.list_models` returns them.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ assert set(TERMINI_LABELS) == set(TERMINI)
 
 
 def shipped_systems(entries: list[ModelEntry]) -> list[tuple[str, str]]:
-    """Systems of the single-system models, the default (alanine dipeptide) first when present."""
-    systems = sorted({(e.system.sequence, e.system.termini) for e in entries if not e.transferable})
+    """Systems of the single-system models, the default (alanine dipeptide) first when present;
+    a model refined for a typed sequence does not make it a shipped system."""
+    systems = sorted({(e.system.sequence, e.system.termini) for e in entries
+                      if not e.transferable and not e.refined_from})
     if DEFAULT_SYSTEM in systems:
         systems.remove(DEFAULT_SYSTEM)
         systems.insert(0, DEFAULT_SYSTEM)
@@ -35,9 +37,24 @@ def system_label(system: tuple[str, str]) -> str:
 
 
 def model_label(entry: ModelEntry) -> str:
-    """'ala2, 8000 training steps, tau 0.9, ...': the name once, even when it is the title."""
+    """'ala2, 8000 training steps, tau 0.9, ...': the name once, even when it is the title; a
+    refined model says so first, with the ESS before and after its card records."""
     text = entry.describe()
-    return text if text.startswith(entry.name) else f"{entry.name}: {text}"
+    text = text if text.startswith(entry.name) else f"{entry.name}: {text}"
+    if not entry.refined_from:
+        return text
+    ess = refined_ess(entry)
+    gain = f" (ESS {ess[0]:.2%} -> {ess[1]:.2%})" if ess else ""
+    return f"[refined{gain}] {text}"
+
+
+def refined_ess(entry: ModelEntry) -> tuple[float, float] | None:
+    """ESS fractions before and after refinement from the card (None if it does not say)."""
+    record = entry.card.raw.get("refined")
+    try:
+        return float(record["ess_before"]), float(record["ess_after"])
+    except (TypeError, KeyError, ValueError):
+        return None
 
 
 def models_for(entries: list[ModelEntry], sequence: str, termini: str) -> list[ModelEntry]:

@@ -22,16 +22,17 @@ from .catalog import ModelEntry
 from .run import AppRun
 from .text import plain
 
-STAGE_TEXT = {"queued": "Waiting for another session's run to finish (runs take turns on the CPU)",
+STAGE_TEXT = {"queued": "Waiting for another run to finish (runs take turns on the CPU)",
               "sample": "Drawing samples from the model", "mirror": "Scoring mirror images (exact density)",
               "energy": "Force-field energies (OpenMM)", "reweight": "Reweighting",
               "smc": "Twisted SMC, residue by residue (model + partial energies)"}
 
 
-# One pool for the whole process: runs of different browser sessions take turns, each with torch
-# threads sized to the cores free when it starts (2 sessions x 2 threads on 2 cores, or 2 threads
-# beside another CPU-bound job, made every run ~10x slower here).
-_COMPUTE = threading.Lock()
+# One pool for the whole process: runs of different browser sessions, and refinements
+# (refining.py), take turns, each with torch threads sized to the cores free when it starts
+# (2 sessions x 2 threads on 2 cores, or 2 threads beside another CPU-bound job, made every run
+# ~10x slower here).
+COMPUTE = threading.Lock()
 
 
 class Job:
@@ -64,7 +65,7 @@ class Job:
 
     def _work(self, loaded, pep) -> None:
         try:
-            with _COMPUTE, sized_threads() as threads:
+            with COMPUTE, sized_threads() as threads:
                 self.meta["threads"] = threads
                 self._report("sample", 0, self.cfg.n)
                 self.result = run_sampling(loaded, pep, self.cfg, progress=self._report)

@@ -1,4 +1,5 @@
-"""Where the app finds its models and reference MD (environment variables, else assets/)."""
+"""Where the app finds its models and reference MD (environment variables, else assets/), and
+the user models folder (ARBG_USER_MODELS_DIR, shared with the CLI: arbg_core/user_models.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,13 @@ MODELS_ENV, REFERENCE_ENV = "ARBG_MODELS_DIR", "ARBG_REFERENCE_DIR"
 
 def models_dir() -> Path:
     return Path(os.environ.get(MODELS_ENV) or REPO / "assets" / "models")
+
+
+def user_models_dir() -> Path:
+    """Models made here (refined ones): ARBG_USER_MODELS_DIR, else runs/user_models."""
+    from arbg_core.user_models import user_models_dir as folder
+
+    return folder()
 
 
 def reference_dir() -> Path:

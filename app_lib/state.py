@@ -24,7 +24,7 @@ from arbg_core import checkpoint
 from arbg_core.checks import SEED, TAU, Range
 
 from . import catalog as cat
-from .paths import models_dir, reference_path
+from .paths import models_dir, reference_path, user_models_dir
 
 MAX_SAMPLES = 20_000
 # The Home widgets' ranges, which a loaded run record must respect too.
@@ -45,13 +45,27 @@ def tau_key(model_name: str) -> str:
 
 
 @st.cache_data(ttl=30, show_spinner=False)
-def _catalog(root: str) -> list[cat.ModelEntry]:
-    return checkpoint.list_shipped(root)
+def _listing(root: str, user_root: str, user_stamp: int):
+    from arbg_core.user_models import list_models
+
+    return list_models(root, user_root)
+
+
+def listing():
+    """Shipped models and yours (`user_models.Listing`, with the user folders skipped): re-read
+    at most every 30 s, so a newly trained model appears, and whenever the user models folder
+    changes (a refined model was put in place)."""
+    user = user_models_dir()
+    try:
+        stamp = user.stat().st_mtime_ns
+    except OSError:
+        stamp = 0
+    return _listing(str(models_dir()), str(user), stamp)
 
 
 def catalog() -> list[cat.ModelEntry]:
-    """Shipped models (re-read at most every 30 s, so a newly trained model appears)."""
-    return _catalog(str(models_dir()))
+    """Every model the app offers: shipped ones, then yours (`listing`)."""
+    return listing().entries
 
 
 @st.cache_resource(show_spinner=False)

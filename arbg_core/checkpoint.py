@@ -189,6 +189,12 @@ class ModelEntry:
     def title(self) -> str:
         return str(self.card.name or self.name)
 
+    @property
+    def refined_from(self) -> str | None:
+        """The parent model's name if `arbg refine` (or the app) made this one from it."""
+        parent = self.config.extra.get("refined_from")
+        return str(parent.get("name")) if isinstance(parent, Mapping) else None
+
     def check_serves(self, sequence: str, termini: str) -> None:
         """Raise ValueError, naming what the model covers, if it cannot sample `sequence`
         (normalized one-letter codes) with `termini`."""
@@ -211,7 +217,8 @@ class ModelEntry:
 
     def describe(self) -> str:
         """One line for a model picker."""
-        bits = [self.title] + (["transferable"] if self.transferable else [])
+        bits = [self.title] + (["transferable"] if self.transferable else []) + (
+            [f"refined from {self.refined_from}"] if self.refined_from else [])
         if self.card.steps:
             bits.append(f"{self.card.steps} training steps")
         return ", ".join(bits + [f"tau {self.tau:g}", f"force field preset {self.preset}"])

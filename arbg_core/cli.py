@@ -99,7 +99,10 @@ def _add_refine_parser(sub):
     _termini_flag(p, default=None)
     add_config_flags(p, RefineConfig, rename={"tau": "--temperature"}, defaults={"steps": None})
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--out", metavar="DIR",
+                   help="default: MODEL-refined-SYSTEM in the user models folder "
+                        "(ARBG_USER_MODELS_DIR, else runs/user_models), where `arbg sample "
+                        "--sequence` and the app find it")
     p.set_defaults(func=cmd.cmd_refine)
 
 

@@ -167,12 +167,13 @@ def check_device(name: str):
 
 
 def load_model(name_or_path, device="auto"):
-    """A checkpoint folder or shipped name, loaded on `device` (auto: CUDA when present)."""
-    from . import checkpoint
+    """A checkpoint folder, or a shipped model's or one of yours by name (user_models.py),
+    loaded on `device` (auto: CUDA when present)."""
+    from . import checkpoint, user_models
 
     device = check_device(device)
     try:
-        return checkpoint.load(name_or_path, device=device)
+        return checkpoint.load(user_models.resolve(name_or_path), device=device)
     except (FileNotFoundError, ValueError) as e:
         raise UsageError(str(e)) from None
 
@@ -196,9 +197,10 @@ def system_for(loaded, sequence=None, termini=None):
 
 
 def model_for(args):
-    """--model, or without it the first shipped model that serves --sequence (DESIGN §11 order:
-    a per-system model of exactly that system, else a transferable one in its trained range)."""
-    from . import checkpoint, peptide
+    """--model, or without it the first model, shipped or yours (ARBG_USER_MODELS_DIR), that
+    serves --sequence (DESIGN §11 order: a per-system model of exactly that system, e.g. one
+    refined for it, else a transferable one in its trained range)."""
+    from . import peptide, user_models
 
     if args.model is not None:
         return load_model(args.model, args.device)
@@ -206,11 +208,14 @@ def model_for(args):
         raise UsageError("give --model, or --sequence to pick a shipped model that covers it")
     termini = args.termini or "zwitterionic"
     try:
-        name = checkpoint.shipped_for(peptide.normalize_sequence(args.sequence, termini), termini)[0]
+        names, listing = user_models.serving_names(
+            peptide.normalize_sequence(args.sequence, termini), termini)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    print(f"model: {name} (shipped)")
-    return load_model(name, args.device)
+    entry = next(e for e in listing.entries if e.name == names[0])
+    print(f"model: {entry.name} ({'yours' if listing.is_user(entry) else 'shipped'}"
+          f"{', refined from ' + entry.refined_from if entry.refined_from else ''})")
+    return load_model(entry.path, args.device)
 
 
 def _sample_config(args, **overrides):
@@ -287,6 +292,7 @@ def cmd_evaluate(args):
 
 
 def cmd_refine(args):
+    from . import user_models
     from .refine import RefineConfig, refine_checkpoint
 
     try:  # a budget: steps, minutes, or both (whichever ends first)
@@ -295,13 +301,14 @@ def cmd_refine(args):
         raise UsageError(str(e)) from None
     loaded = load_model(args.model, args.device)
     pep = system_for(loaded, args.sequence, args.termini)
+    out = args.out or user_models.refined_folder(loaded.name, pep.sequence, pep.termini)
     bar, progress = tqdm_progress(1, "refine", "step")
     try:
-        card = refine_checkpoint(loaded, pep, cfg, args.out, progress=lambda stage, done, total,
+        card = refine_checkpoint(loaded, pep, cfg, out, progress=lambda stage, done, total,
                                  info: progress(done, total, {"stage": stage} | info))
     finally:
         bar.close()
-    print(f"{card['description']} -> {args.out}")
+    print(f"{card['description']} -> {out}")
 
 
 # -------------------------------------------------------------------------------------- bench

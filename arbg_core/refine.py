@@ -358,11 +358,21 @@ def refine(model: ArBG, tok: Tokenizer, target: Target, cfg: RefineConfig,
 def refine_checkpoint(loaded, pep, cfg: RefineConfig, out: str | Path,
                       progress: Progress | None = None) -> dict:
     """Refine a loaded checkpoint for the peptide `pep` and write an ordinary per-system
-    checkpoint folder `out` (a transferable parent gives a model of `pep` alone). Returns the
-    card written."""
+    checkpoint folder `out` (a transferable parent gives a model of `pep` alone), put in place
+    whole when done (files.output_folder: an error or a kill leaves no half-written model).
+    Returns the card written."""
     from . import checkpoint
+    from .files import output_folder
 
     loaded.check_serves(pep.sequence, pep.termini)
+    with output_folder(out, checkpoint.CONFIG) as tmp:
+        card = _refine_into(loaded, pep, cfg, tmp, progress)
+    return card
+
+
+def _refine_into(loaded, pep, cfg: RefineConfig, out: Path, progress: Progress | None) -> dict:
+    from . import checkpoint
+
     preset = loaded.config.preset
     result = refine(loaded.model, loaded.tokenizer, target_for(pep, preset), cfg,
                     card_tau=loaded.card.default_tau, progress=progress)

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from app_lib import catalog as cat
-from app_lib import jobs, state
+from app_lib import jobs, refining, state
 from app_lib.home import apply_record, default_typed_system, offer_other_termini, unserved
 from app_lib.notices import LOW_ESS
 from app_lib.paths import models_dir
@@ -24,7 +24,12 @@ with st.expander("Reproduce a run from its JSON record"):
     if msg:
         (st.success if msg[0] == "success" else st.error)(plain(msg[1]))
 
-entries = state.catalog()
+refining.collect()  # a refinement of this session that has finished: its model is offered
+listing = state.listing()
+entries = listing.entries
+if listing.skipped:
+    st.warning(plain(f"Skipped in your models folder (not complete models): "
+                     f"{'; '.join(s.text() for s in listing.skipped)}"))
 if not entries:
     st.warning(f"No models found in {plain(models_dir())} (set ARBG_MODELS_DIR to use "
                "another folder).")
@@ -58,11 +63,13 @@ else:
 models = {m.name: m for m in cat.models_for(entries, sequence, termini)}
 if not models:
     unserved(entries, sequence, termini)
+refining.offer(sequence, termini, models)
 if st.session_state.get(state.K_MODEL) not in models:
     st.session_state[state.K_MODEL] = next(iter(models))
 name = st.selectbox("Model", list(models), key=state.K_MODEL, persist_state="session",
                     format_func=lambda n: cat.model_label(models[n]))
 entry = models[name]
+refining.control(entry, sequence, termini)  # transferable: "Refine for this sequence"
 
 for key, default in ((state.tau_key(name), entry.tau), (state.K_N, 2000), (state.K_SEED, 0),
                      (state.K_METHOD, "SNIS")):

@@ -1,5 +1,6 @@
 """Fixtures of the app tests: a random-weight `tiny` checkpoint for alanine dipeptide in a
-temporary models folder (ARBG_MODELS_DIR) and a small reference ensemble beside it."""
+temporary models folder (ARBG_MODELS_DIR), a small reference ensemble beside it, and an empty
+user models folder (ARBG_USER_MODELS_DIR: no model of the developer's own is listed)."""
 
 import os
 import sys
@@ -40,8 +41,10 @@ def make_models_dir(root: Path, with_reference: bool = True) -> Path:
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory):
     path = make_models_dir(tmp_path_factory.mktemp("arbg-app"))
-    saved = {k: os.environ.get(k) for k in ("ARBG_MODELS_DIR", "ARBG_REFERENCE_DIR")}
+    saved = {k: os.environ.get(k) for k in ("ARBG_MODELS_DIR", "ARBG_REFERENCE_DIR",
+                                            "ARBG_USER_MODELS_DIR")}
     os.environ["ARBG_MODELS_DIR"] = str(path)  # AppTest runs the scripts in this process
+    os.environ["ARBG_USER_MODELS_DIR"] = str(path.parent / "user_models")
     os.environ.pop("ARBG_REFERENCE_DIR", None)  # -> reference/ beside the models folder
     yield path
     for k, v in saved.items():

@@ -302,3 +302,56 @@ def test_navigating_away_during_sampling_and_back(server, browser):
     s.wait_sampled(64)
     assert s.dialogs == [] and s.foreign_hosts() == set()
     s.ctx.close()
+
+
+@pytest.fixture(scope="module")
+def refine_server(tmp_path_factory):
+    """A tiny transferable model of capped peptides (length 1-2) and an empty user models
+    folder: the URL and that folder."""
+    import torch
+
+    from arbg_core import checkpoint
+    from arbg_core.model import ArBG, ModelConfig
+    from arbg_core.tokenizer import TokenizerConfig
+
+    root = tmp_path_factory.mktemp("arbg-refine")
+    torch.manual_seed(0)
+    checkpoint.save(root / "models" / "general", ArBG(ModelConfig.preset("tiny")),
+                    TokenizerConfig(n_bins=64, a=4.5, std=0.25), transferable=True,
+                    card={"tau": 1.0, "name": "tiny transferable"},
+                    extra={"termini": "capped", "lengths": [1, 2]})
+    with pytest.MonkeyPatch.context() as mp:  # start_streamlit passes this process' environment
+        mp.setenv("ARBG_USER_MODELS_DIR", str(root / "user"))
+        for url in _serve(root / "models", tmp_path_factory):
+            yield url, root / "user"
+
+
+def test_refine_for_a_typed_sequence(refine_server, browser):
+    """Refine for G (capped) with a seconds budget, leave Home while it runs, come back: the
+    progress updates by itself, then the refined model is saved and selected."""
+    url, user = refine_server
+    s = Session(browser, url, ready=False)
+    page = s.page
+    page.get_by_text("Type a sequence", exact=True).click()
+    page.get_by_text("capped (ACE / NME)", exact=True).click()
+    box = page.get_by_label("Sequence (one-letter codes", exact=False)
+    box.fill("G")
+    box.press("Enter")
+    page.get_by_text("Refine for this sequence (no MD)").click()
+    for label, value in (("Time budget (minutes)", "0.05"), ("Samples per update", "16"),
+                         ("Fresh samples for the ESS", "32")):
+        field = page.get_by_role("spinbutton", name=label)
+        field.fill(value)
+        field.press("Tab")
+    page.get_by_role("button", name="Refine general for G (capped)").click()
+    page.get_by_role("button", name="Stop the refinement").wait_for(timeout=60_000)
+    s.open("How it works")  # a page switch does not stop it
+    s.open("Home")
+    wait_text(page, "Refined model general-refined-G-cap saved", timeout=180_000)
+    s.shot("9_refined")
+    picker = page.get_by_test_id("stSelectbox").filter(has_text="Model").evaluate(
+        "e => e.innerText + ' ' + Array.from(e.querySelectorAll('input')).map(i => i.value).join(' ')")
+    assert "[refined" in picker and "refined from general" in picker, picker
+    assert (user / "general-refined-G-cap" / "model.safetensors").is_file()
+    assert s.dialogs == [] and s.foreign_hosts() == set()
+    s.ctx.close()
