@@ -106,6 +106,19 @@ def busy() -> bool:
     return job is not None and job.running
 
 
+def preload(entry: ModelEntry, sequence: str, termini: str):
+    """(loaded model, peptide) of the chosen system, built now (both are cached for every
+    session), so a click on Sample starts sampling at once; (None, None) if either fails (the
+    click then says why) or while a run is in progress (its CPU time is not taken)."""
+    if busy():
+        return None, None
+    try:
+        with st.spinner("Loading the model and building the peptide..."):
+            return state.load_model(entry), state.peptide(sequence, termini)
+    except (ValueError, OSError):
+        return None, None
+
+
 def start_sampling(entry: ModelEntry, sequence: str, termini: str, cfg: SampleConfig,
                    settings: dict) -> Job | None:
     """Build the peptide, load the model, start the job; refuses while one is running."""

@@ -29,6 +29,7 @@ Progress = Callable[[str, int, int], None]
 
 
 METHODS = ("snis", "smc")
+MIRROR_CHUNK = 256  # mirror images scored between two progress reports
 SMC_SCHEDULES = ("constant", "linear")
 
 
@@ -135,13 +136,13 @@ def run_sampling(loaded: LoadedModel, pep: Peptide, cfg: SampleConfig = SampleCo
                 report("energy", min(i + cfg.energy_chunk, len(frames)), len(frames))
             return out
 
-        def log_q_fn(frames):  # the mirror images, a batch at a time so progress shows
+        def log_q_fn(frames):  # the mirror images, MIRROR_CHUNK at a time so progress shows
             out = []
-            for i in range(0, len(frames), cfg.batch_size):
+            for i in range(0, len(frames), MIRROR_CHUNK):
                 out.append(log_prob(loaded.model, loaded.tokenizer, pep.features,
-                                    frames[i:i + cfg.batch_size], tau=tau,
+                                    frames[i:i + MIRROR_CHUNK], tau=tau,
                                     batch_size=cfg.batch_size, device=device, center=False))
-                report("mirror", min(i + cfg.batch_size, len(frames)), len(frames))
+                report("mirror", min(i + MIRROR_CHUNK, len(frames)), len(frames))
             return np.concatenate(out) if out else np.zeros(0)
 
         centers = chiral_centers(pep.topology)
