@@ -20,7 +20,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from arbg_core.cores import sized_threads
+from arbg_core.cores import shared_monitor, sized_threads
 from arbg_core.files import FolderBusy
 from arbg_core.refine import RefineConfig, refine_checkpoint
 
@@ -98,7 +98,7 @@ class RefineJob:
                 if self._stop.is_set():
                     raise Stopped()
             try:
-                with sized_threads():
+                with sized_threads(monitor=shared_monitor()):
                     self.card = refine_checkpoint(loaded, pep, self.cfg, self.dest,
                                                   progress=self._report)
             finally:

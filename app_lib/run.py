@@ -34,7 +34,7 @@ class AppRun:
     prep_timings: dict  # seconds spent before sampling (peptide build, model load)
     label: str = ""  # what was sampled with what, e.g. "A-cap with ala2"
     wall_s: float = 0.0  # click to finished run
-    threads: int = 0  # torch threads the run was given (the cores free when it started)
+    threads: int = 0  # most torch threads the run used (they follow the cores free during it)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     comparison: Comparison | None = None  # set by the Compare page
     _memo: dict = field(default_factory=dict, repr=False)
@@ -129,5 +129,5 @@ class AppRun:
         times = {**self.prep_timings, **{stages.get(k, k): v for k, v in r.timings.items()}}
         rows += [(f"time: {k}", f"{v:.2f} s", "wall clock") for k, v in times.items()]
         if self.threads:
-            rows.append(("model threads", self.threads, "torch threads: the cores free when the run began"))
+            rows.append(("model threads", self.threads, "most torch threads used: they follow the cores free"))
         return [{"quantity": q, "value": str(v), "meaning": m} for q, v, m in rows]

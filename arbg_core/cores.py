@@ -1,4 +1,4 @@
-"""How many CPU cores are free right now, and torch's threads sized to them.
+"""How many CPU cores are free, and torch's threads sized to them.
 
 torch starts one thread per core. Beside another CPU-bound job on this 2-core machine that
 oversubscribes the cores, and torch's threads wait on each other at every operation: a run took
@@ -10,6 +10,7 @@ elsewhere the 1-minute load average stands in.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from contextlib import contextmanager
 
@@ -51,20 +52,85 @@ def busy_cores(interval_s: float = 0.25) -> float:
 
 def free_cores(interval_s: float = 0.25) -> int:
     """Usable cores minus those others keep busy, rounded, at least 1."""
-    return max(1, min(usable_cores(), round(usable_cores() - busy_cores(interval_s))))
+    return _free(busy_cores(interval_s))
+
+
+TAKEN = 0.75  # busy fraction from which a core counts as taken
+
+
+def _free(busy: float) -> int:
+    """Usable cores minus the cores others keep busy, a core counting as taken from TAKEN of
+    it: a browser drawing the app's progress keeps ~0.6 of a core busy during a run, and there 1
+    torch thread took 15-21 s where 2 threads took ~12 s; a CPU-bound job (1.0) takes its core."""
+    return max(1, min(usable_cores(), usable_cores() - int(busy + 1 - TAKEN)))
+
+
+class BusyMonitor:
+    """Cores kept busy by other processes, sampled every `period_s` in a daemon thread, so a
+    caller can look back instead of measuring at the worst moment. A click in the app's browser
+    makes the browser and server busy for a moment: measured over the 0.25 s after the click, an
+    idle 2-core machine looked half busy and the run got 1 thread (15.5 s instead of ~12 s). A
+    CPU-bound job is busy in every sample; a burst is not, so `busy()` takes the least busy
+    sample of the last `window_s` seconds."""
+
+    def __init__(self, period_s: float = 0.5, keep: int = 20):
+        import collections
+
+        self.period_s = period_s
+        self._samples = collections.deque(maxlen=keep)  # (monotonic time, busy cores)
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="arbg-busy-monitor")
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            b = busy_cores(self.period_s)
+            with self._lock:
+                self._samples.append((time.monotonic(), b))
+
+    def busy(self, window_s: float = 5.0) -> float | None:
+        """The least busy sample of the last `window_s` s; None before the first sample."""
+        now = time.monotonic()
+        with self._lock:
+            recent = [b for t, b in self._samples if now - t <= window_s]
+        return min(recent) if recent else None
+
+    def free(self, window_s: float = 5.0) -> int:
+        """Usable cores minus those busy (`busy`), at least 1; measured now if no sample yet."""
+        b = self.busy(window_s)
+        if b is None:
+            return free_cores()
+        return _free(b)
 
 
 @contextmanager
-def sized_threads(n: int | None = None):
+def sized_threads(n: int | None = None, monitor: BusyMonitor | None = None):
     """torch's intra-op threads set to `n` (default: the cores free now) inside the block, the
     previous count restored after; yields the count used. The setting is process-wide: callers
-    that may run concurrently must take turns (the app holds one lock around it)."""
+    that may run concurrently must take turns (the app holds one lock around it). With a
+    `monitor`, the count comes from its recent samples rather than a fresh measurement."""
     import torch
 
     previous = torch.get_num_threads()
-    n = free_cores() if n is None else max(1, int(n))
+    if n is None:
+        n = monitor.free() if monitor is not None else free_cores()
+    n = max(1, int(n))
     torch.set_num_threads(n)
     try:
         yield n
     finally:
         torch.set_num_threads(previous)
+
+
+_SHARED: list[BusyMonitor] = []
+_MONITOR_LOCK = threading.Lock()
+
+
+def shared_monitor() -> BusyMonitor:
+    """The process's one BusyMonitor, started on first use (the app starts it at import, so
+    its history covers the seconds before a click)."""
+    with _MONITOR_LOCK:
+        if not _SHARED:
+            _SHARED.append(BusyMonitor())
+        return _SHARED[0]
+

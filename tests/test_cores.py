@@ -40,3 +40,26 @@ def test_sized_threads_sets_and_restores():
     assert torch.get_num_threads() == before
     with cores.sized_threads() as n:
         assert 1 <= n <= cores.usable_cores() and torch.get_num_threads() == n
+
+
+def test_monitor_sees_a_lasting_job_and_ignores_a_burst():
+    """A CPU-bound process busy through the window shows; a burst that ended does not."""
+    m = cores.BusyMonitor(period_s=0.2)
+    time.sleep(0.5)
+    idle = m.busy(window_s=0.5)
+    if idle is None or idle > cores.usable_cores() - 1:
+        pytest.skip("every core is already busy: one more process cannot show")
+    burst = subprocess.Popen([sys.executable, "-c", "import time; t=time.time()\nwhile time.time()-t<0.4: pass"])
+    burst.wait()
+    time.sleep(0.3)
+    after_burst = m.busy(window_s=1.2)  # the burst's samples and the quiet ones after it
+    child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(1.3)
+        lasting = m.busy(window_s=0.9)  # only samples taken while the child ran
+    finally:
+        child.kill()
+        child.wait()
+    assert after_burst < idle + 0.5
+    assert lasting > idle + 0.5
+    assert m.free(window_s=0.9) <= cores.usable_cores()

@@ -18,6 +18,7 @@ Usage: python -m arbg_core.bench.app [--out results] [--n 2000] [--busy-jobs 0,1
 
 from __future__ import annotations
 
+import re
 import tempfile
 import time
 
@@ -49,13 +50,37 @@ _DRAWN = ("n => Array.from(document.querySelectorAll('.js-plotly-plot')).filter(
           "e.querySelector('.main-svg') && !e.closest('[data-stale=\"true\"]')).length >= n")
 
 
+def _browser_cpu_s() -> float:
+    """CPU seconds used so far by every chromium process (Linux /proc; 0 elsewhere)."""
+    import os
+    from pathlib import Path
+
+    total, tick = 0.0, os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name, rest = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:]
+        if "chrom" in name:
+            fields = rest.split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    return total
+
+
 def _click_to_plots(serve, browser, url: str, n: int) -> dict:
     """Seconds from the Sample click to: the finished run, then every figure of each page."""
     s = serve.Session(browser, url)
+    cpu0 = _browser_cpu_s()
     t0 = time.perf_counter()
     s.start_sampling(n, seed=0)
-    s.page.get_by_text(f"Sampled {n:,} conformations").wait_for(timeout=600_000)
+    done = s.page.get_by_text(f"Sampled {n:,} conformations").first
+    done.wait_for(timeout=600_000)
     out = {"click_to_sampled_s": time.perf_counter() - t0}
+    # the app's own clock: the job's seconds from its start to its end (AppRun.done_text)
+    m = re.search(r" in ([0-9.]+) s", done.inner_text())
+    out["job_s"] = float(m.group(1)) if m else None
+    out["browser_cpu_s_until_sampled"] = _browser_cpu_s() - cpu0  # the browser shares the cores
     for link, heading, n_plots in PLOT_PAGES:
         s.page.get_by_role("link", name=link, exact=True).click()
         s.page.get_by_role("heading", name=heading, exact=True).wait_for(timeout=300_000)
