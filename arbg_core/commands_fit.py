@@ -31,6 +31,8 @@ def add_parser(sub):
                      choices={"size": SIZES})
     p.add_argument("--out", required=True, metavar="DIR", help="the fit folder (new, or the "
                    "folder of an earlier run of the same command)")
+    p.add_argument("--plan-only", action="store_true", help="measure the rates, print and "
+                   "write the plan, and stop (the same command without it then runs the plan)")
     p.set_defaults(func=cmd_fit)
     return p
 
@@ -48,9 +50,12 @@ def cmd_fit(args) -> None:
         raise UsageError(str(e)) from None
     check_device(cfg.device)
     try:
-        fit = run_fit(args.out, sequence, args.termini, cfg)
+        fit = run_fit(args.out, sequence, args.termini, cfg, plan_only=args.plan_only)
     except ValueError as e:  # the folder, a setting the plan cannot meet
         raise UsageError(str(e)) from None
+    if args.plan_only:
+        print(f"plan -> {fit.path('plan.json')}; rerun without --plan-only to run it")
+        return
     record = fit.state["done"]["model"]
     print(f"done: {fit.path('model')} (tau {record['tau']}, ESS "
           f"{100 * (record['ess_fraction'] or 0):.2f}% on held-back MD); sample with\n"

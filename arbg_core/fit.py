@@ -151,8 +151,12 @@ def _load_or_make_plan(fit: Fit) -> None:
     print(describe(fit.plan))
 
 
-def run_fit(out: str | Path, sequence: str, termini: str, cfg: FitConfig) -> Fit:
-    """Run (or continue) the fit in `out`; returns it with every stage done."""
+def run_fit(out: str | Path, sequence: str, termini: str, cfg: FitConfig,
+            plan_only: bool = False) -> Fit:
+    """Run (or continue) the fit in `out`; returns it with every stage done (with plan_only:
+    once plan.json is written). A failure is left in status.json ("failed", its message)."""
+    from .errors import one_line
+
     fit = Fit(Path(out), request_of(sequence, termini, cfg), cfg)
     open_folder(fit.out, fit.request)
     held = lock(fit.out)
@@ -160,14 +164,25 @@ def run_fit(out: str | Path, sequence: str, termini: str, cfg: FitConfig) -> Fit
         if fit.path("state.json").is_file():
             fit.state = read_json(fit.path("state.json"))
         _load_or_make_plan(fit)
-        for stage in STAGES:
-            if stage in fit.state["done"]:
-                print(f"{stage}: done")
-                continue
-            print(f"{stage}: {next(s['what'] for s in fit.plan['stages'] if s['name'] == stage)}"
-                  f" (about {fit.remaining_s() / 60:.1f} min left in all)", flush=True)
-            fit.commit(stage, RUNNERS[stage](fit))
-        _status(fit, "finished", model=str(fit.path("model")))
+        if not plan_only:
+            _run_stages(fit)
         return fit
+    except KeyboardInterrupt:
+        _status(fit, "stopped")
+        raise
+    except Exception as e:
+        _status(fit, "failed", error=one_line(e))
+        raise
     finally:
         os.close(held)
+
+
+def _run_stages(fit: Fit) -> None:
+    for stage in STAGES:
+        if stage in fit.state["done"]:
+            print(f"{stage}: done")
+            continue
+        print(f"{stage}: {next(s['what'] for s in fit.plan['stages'] if s['name'] == stage)}"
+              f" (about {fit.remaining_s() / 60:.1f} min left in all)", flush=True)
+        fit.commit(stage, RUNNERS[stage](fit))
+    _status(fit, "finished", model=str(fit.path("model")))

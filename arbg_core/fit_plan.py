@@ -231,13 +231,16 @@ def _md_part(cfg: FitConfig, rates: Rates) -> dict:
 def _train_part(cfg: FitConfig, rates: Rates, device: str) -> dict:
     size = choose_size(cfg, rates.train_s_per_step)
     per_step = rates.train_s_per_step[size]
-    steps = cfg.steps or max(100, int(cfg.budget_hours * 3600 * SHARES["train"] / per_step))
+    overhead = 1.1  # validations and saves
+    steps = cfg.steps or max(100, int(cfg.budget_hours * 3600 * SHARES["train"]
+                                      / (per_step * overhead)))
     val_every = max(1, min(500, steps // 10))
     batch = cfg.batch_size or (4096 if device == "cuda" else 256)
     return {"size": size, "steps": steps, "batch_size": batch, "optimizer": "muon", "lr": 2e-3,
             "frame": "body", "warmup_steps": min(500, steps // 10), "val_every": val_every,
-            "budget_s": None if cfg.steps else cfg.budget_hours * 3600 * SHARES["train"],
-            "s_per_step": per_step, "estimate_s": steps * per_step * 1.1 + 10.0}
+            # a clock only for budget-sized runs, with slack: the schedule should end first
+            "budget_s": None if cfg.steps else 1.25 * cfg.budget_hours * 3600 * SHARES["train"],
+            "s_per_step": per_step, "estimate_s": steps * per_step * overhead + 10.0}
 
 
 def _eval_part(cfg: FitConfig, rates: Rates, md: dict) -> dict:

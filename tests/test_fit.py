@@ -113,8 +113,8 @@ def _request(cfg):
 def test_plan_splits_the_budget_and_picks_the_size():
     cfg = FitConfig(budget_hours=2)
     plan = make_plan(_request(cfg), cfg, RATES)
-    # training share 2880 s: base gets 1440 steps (< 5000), small 5760
-    assert plan["train"]["size"] == "small" and plan["train"]["steps"] == 5760
+    # training share 2880 s: base gets 1309 steps (< 5000), small 5236 (10 % for validations)
+    assert plan["train"]["size"] == "small" and plan["train"]["steps"] == 5236
     assert plan["md"]["replicas"] == 1 and plan["md"]["parallel"] == 2
     # MD share 3240 s at 1000 ns/day, less start-up and warm-up: ~37 ns a replica
     assert 35 < plan["md"]["md_ns"] < 38 and plan["md"]["hot_ns"] == plan["md"]["md_ns"]
