@@ -163,6 +163,7 @@ def run_fit(out: str | Path, sequence: str, termini: str, cfg: FitConfig,
     try:
         if fit.path("state.json").is_file():
             fit.state = read_json(fit.path("state.json"))
+        _status(fit, "starting")  # this process's pid; no stale stage from a killed run
         _load_or_make_plan(fit)
         if not plan_only:
             _run_stages(fit)
