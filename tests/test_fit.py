@@ -47,13 +47,16 @@ READY = {
 }
 
 
-def _run_until(out, stage, timeout_s=120):
-    """Start `arbg fit FLAGS --out out`; SIGKILL it once `stage` is READY. True if killed there,
-    False if the run ended first (it must then have succeeded)."""
+def _run_until(out, stage, before_kill=None, timeout_s=120):
+    """Start `arbg fit FLAGS --out out`; SIGKILL it once `stage` is READY (after calling
+    `before_kill`). True if killed there, False if the run ended first (it must then have
+    succeeded)."""
     proc = arbg_process("fit", *FLAGS, "--out", out)
     t0 = time.monotonic()
     while proc.poll() is None and time.monotonic() - t0 < timeout_s:
         if READY[stage](out):
+            if before_kill:
+                before_kill()
             proc.send_signal(signal.SIGKILL)
             proc.communicate()
             return True
@@ -69,7 +72,9 @@ def test_fit_killed_in_every_stage_resumes_and_serves(tmp_path, capsys):
     for stage in STAGES:
         if stage in _done(out):  # an earlier run finished it before its kill came
             continue
-        if _run_until(out, stage):
+        busy = (lambda: refuses(capsys, "fit", *FLAGS, "--out", out, match="another arbg fit")
+                ) if stage == "md" else None  # a second process on the folder is turned away
+        if _run_until(out, stage, busy):
             assert stage not in _done(out), f"killed after {stage} was committed"
             killed.append(stage)
     assert {"md", "train", "tune", "evaluate"} <= set(killed), killed
