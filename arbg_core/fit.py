@@ -143,9 +143,20 @@ def _load_or_make_plan(fit: Fit) -> None:
         fit.plan = read_json(fit.path("plan.json"))
         print(describe(fit.plan))
         return
+    from tqdm import tqdm
+
     _status(fit, "plan")
-    print(f"measuring rates on this machine for the plan ({fit.device}) ...", flush=True)
-    rates = probe(fit.peptide, fit.cfg, fit.device)
+    bar = tqdm(total=1, desc=f"plan: measuring rates here ({fit.device})", dynamic_ncols=True)
+
+    def progress(what, done, total):
+        bar.total = total
+        bar.set_postfix_str(what, refresh=False)
+        bar.update(done - bar.n)
+
+    try:
+        rates = probe(fit.peptide, fit.cfg, fit.device, progress)
+    finally:
+        bar.close()
     fit.plan = make_plan(fit.request, fit.cfg, rates)
     write_json(fit.path("plan.json"), fit.plan)
     print(describe(fit.plan))

@@ -218,7 +218,7 @@ def _md_part(cfg: FitConfig, rates: Rates) -> dict:
     waves = math.ceil(2 * replicas / parallel)  # runs one process after another, per core
     md_s = cfg.budget_hours * 3600 * SHARES["md"]
     budget_ns = (md_s / waves - 10.0) * rates.md_ns_per_day / 86400 - cfg.warmup_ps / 1000
-    md_ns = cfg.md_ns or round(max(budget_ns, 0.05), 3)
+    md_ns = cfg.md_ns or round(max(budget_ns, MIN_MD_FRAMES * cfg.save_ps / 1000), 3)
     hot_ns = cfg.hot_ns or md_ns
     frames = int(round(md_ns * 1000 / cfg.save_ps))
     seconds = waves * ((max(md_ns, hot_ns) + cfg.warmup_ps / 1000) * 86400 / rates.md_ns_per_day
