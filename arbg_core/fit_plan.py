@@ -61,7 +61,7 @@ class FitConfig:
     n_proposals: int | None = option(None, "proposals of the evaluation; None: from the budget "
                                      "(at most 100000)")
     n_eval: int | None = option(None, "samples and frames compared; None: min(10000, "
-                                "proposals)")
+                                "proposals, held-back frames)")
     seed: int = option(0, "seed of MD, training and sampling")
 
     def __post_init__(self):
@@ -250,8 +250,8 @@ def _eval_part(cfg: FitConfig, rates: Rates, md: dict) -> dict:
     affordable = max(cfg.budget_hours * 3600 * SHARES["eval"] - 60.0, 0) / per_proposal
     n_proposals = cfg.n_proposals or int(min(100_000, max(1000, affordable / 2)))
     n_tune = cfg.n_tune or int(min(20_000, max(500, affordable / 2 / len(taus))))
-    n_eval = cfg.n_eval or min(10_000, n_proposals)
     held_back = md["replicas"] * (md["frames_per_replica"] - md["train_frames"])
+    n_eval = cfg.n_eval or max(2, min(10_000, n_proposals, held_back))
     metrics_s = 3e-7 * n_eval ** 2 * 2 + 5.0  # exact OT of n_eval points, noise floor too
     lag = max(1, min(int(round(10.0 / cfg.save_ps)), held_back // 4))
     return {"taus": taus, "n_tune": n_tune, "n_proposals": n_proposals, "n_eval": n_eval,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 from .files import read_json, write_json
 from .fit_plan import STAGES
@@ -55,8 +54,6 @@ class Tracker:
 
     def close(self) -> None:
         self.bar.close()
-
-
 
 
 # ---------------------------------------------------------------------------------------- md
@@ -182,6 +179,9 @@ def train_stage(fit) -> dict:
                         resume=True, device=str(fit.device), progress=track)
     finally:
         track.close()
+    if not summary["finished"]:
+        print(f"training stopped by its budget at step {summary['steps_done']} of {cfg.steps} "
+              "(best/ kept)")
     keep = ("steps", "steps_done", "finished", "best_val_nll", "wall_time_s", "params",
             "tokens_per_s", "device", "bf16")
     return {k: summary[k] for k in keep} | {"folder": "train", "best": "train/best"}

@@ -47,7 +47,7 @@ READY = {
 }
 
 
-def _run_until(out, stage, before_kill=None, timeout_s=120):
+def _run_until(out, stage, before_kill=None, timeout_s=400):
     """Start `arbg fit FLAGS --out out`; SIGKILL it once `stage` is READY (after calling
     `before_kill`). True if killed there, False if the run ended first (it must then have
     succeeded)."""
