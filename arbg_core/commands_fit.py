@@ -12,7 +12,7 @@ from .flags import add_config_flags, config_from
 
 
 def add_parser(sub):
-    from .fit_plan import FitConfig
+    from .fit_plan import RENAMED, FitConfig
     from .model import SIZES
     from .peptide import TERMINI
 
@@ -27,8 +27,7 @@ def add_parser(sub):
     p.add_argument("sequence", metavar="SEQ", help="one-letter codes, e.g. YGGFL")
     p.add_argument("--termini", choices=TERMINI, default="zwitterionic",
                    help="free NH3+/COO- ends (zwitterionic) or ACE/NME caps")
-    add_config_flags(p, FitConfig, rename={"hot_temperature_k": "--hot-temperature"},
-                     choices={"size": SIZES})
+    add_config_flags(p, FitConfig, rename=RENAMED, choices={"size": SIZES})
     p.add_argument("--out", required=True, metavar="DIR", help="the fit folder (new, or the "
                    "folder of an earlier run of the same command)")
     p.add_argument("--plan-only", action="store_true", help="measure the rates, print and "

@@ -28,7 +28,7 @@ from functools import cached_property
 from pathlib import Path
 
 from .files import read_json, write_json
-from .fit_plan import STAGES, FitConfig, describe, make_plan, probe
+from .fit_plan import STAGES, FitConfig, describe, flag_of, make_plan, probe
 from .fit_eval import evaluate_stage, model_stage, tune_stage
 from .fit_stages import data_stage, md_stage, train_stage
 
@@ -93,7 +93,7 @@ def open_folder(out: Path, request: dict) -> None:
         saved = read_json(known)
         if saved == request:
             return
-        diff = [f"--{k.replace('_', '-')} {saved['config'].get(k)} (now {v})"
+        diff = [f"{flag_of(k)} {saved['config'].get(k)} (now {v})"
                 for k, v in request["config"].items() if saved.get("config", {}).get(k) != v]
         diff += [f"{k} {saved.get(k)} (now {request[k]})" for k in ("sequence", "termini")
                  if saved.get(k) != request[k]]

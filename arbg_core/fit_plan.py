@@ -30,6 +30,7 @@ SIZE_CANDIDATES = ("base", "small")  # the budget picks the largest that reaches
 MIN_STEPS = 5000  # fewer steps gave useless models (DESIGN §7)
 TRAIN_FRACTION = 0.8  # of each reference replica; the rest is held back for evaluation
 DEVICES = ("auto", "cpu", "cuda")
+RENAMED = {"hot_temperature_k": "--hot-temperature"}  # FitConfig fields whose flag differs
 MIN_MD_FRAMES = 40  # per reference replica: the 20 % held back must allow an evaluation
 
 
@@ -315,5 +316,10 @@ def command_line(request: dict) -> str:
     for f in fields(FitConfig):
         value = request["config"][f.name]
         if value != f.default:
-            words += [f"--{f.name.replace('_', '-')}", str(value)]
+            words += [flag_of(f.name), str(value)]
     return "arbg fit " + shlex.join(words) + " --out DIR"
+
+
+def flag_of(name: str) -> str:
+    """The `arbg fit` flag of a FitConfig field."""
+    return RENAMED.get(name, "--" + name.replace("_", "-"))

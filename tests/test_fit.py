@@ -10,7 +10,9 @@ import time
 import pytest
 
 from arbg_core.fit import open_folder, request_of
-from arbg_core.fit_plan import STAGES, FitConfig, Rates, describe, make_plan
+from arbg_core.cli import build_parser
+from arbg_core.fit_plan import STAGES, FitConfig, Rates, command_line, describe, make_plan
+from arbg_core.flags import config_from
 from arbg_core.md import load_run
 from cli_run import arbg_process, refuses, run_cli
 
@@ -93,7 +95,8 @@ def test_fit_killed_in_every_stage_resumes_and_serves(tmp_path, capsys):
     if "train" in killed:  # resumed from its state/, drawing the batches the unbroken run would
         assert _json(out / "train" / "summary.json")["resumed"] == "exact"
     card = _json(out / "model" / "card.json")
-    assert card["tau"] in (0.9, 1.0) and card["commands"]["reproduce"].startswith("arbg fit A")
+    assert card["tau"] in (0.9, 1.0)
+    assert card["commands"]["reproduce"].startswith("arbg fit A --termini capped --device cpu")
     assert "noise_floor" in card["evaluation"]["metrics"]
     status = _json(out / "status.json")
     assert status["stage"] == "finished" and status["done_stages"] == list(STAGES)
@@ -134,13 +137,16 @@ def test_plan_splits_the_budget_and_picks_the_size():
 
 def test_plan_keeps_the_sizes_given():
     cfg = FitConfig(budget_hours=0.01, md_ns=5, hot_ns=1, size="tiny", steps=100, n_tune=50,
-                    n_proposals=200, replicas=2)
+                    n_proposals=200, replicas=2, hot_temperature_k=500)
     plan = make_plan(_request(cfg), cfg, RATES)
     assert (plan["md"]["md_ns"], plan["md"]["hot_ns"], plan["md"]["replicas"]) == (5, 1, 2)
     assert (plan["train"]["size"], plan["train"]["steps"]) == ("tiny", 100)
     assert plan["train"]["budget_s"] is None  # the steps were given: no clock stops them
     assert (plan["evaluation"]["n_tune"], plan["evaluation"]["n_proposals"]) == (50, 200)
     assert plan["note"].startswith("the sizes given by flags take longer than the budget")
+    line = command_line(_request(cfg))  # the card's "reproduce": flags the parser knows
+    args = build_parser().parse_args(line.replace("DIR", "out").split()[1:])
+    assert config_from(FitConfig, args) == cfg
 
 
 def test_a_fit_folder_refuses_another_command(tmp_path, capsys):
