@@ -1,7 +1,7 @@
-"""`arbg` command line: build | md | train | sample | evaluate | refine | ship | bench.
+"""`arbg` command line: build | md | train | sample | evaluate | refine | ship | fit | bench.
 
 This module is the parser; what each command does is in `commands.py` (`commands_train.py` for
-train). Flag names follow
+train, `commands_fit.py` for fit). Flag names follow
 DESIGN §14. The flags that set a config (`MDConfig`, `TrainConfig`,
 `SampleConfig`) are made from the dataclass's fields: type, default and help come from the field,
 choices from the package's constants, so a new setting is one field; numbers are checked
@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from . import commands as cmd
-from . import commands_train
+from . import commands_fit, commands_train
 from .checks import POSITIVE_INT, Range
 from .errors import UsageError, one_line, user_errors
 from .flags import add_config_flags
@@ -159,6 +159,7 @@ def build_parser():
 
     _add_refine_parser(sub)
     ship.add_parser(sub)
+    commands_fit.add_parser(sub)
 
     p = sub.add_parser("bench", help="run benchmarks, results as JSON",
                        description="The package's benchmarks; each writes OUT/NAME*.json.")

@@ -223,3 +223,28 @@ def load_run(out_dir: str | os.PathLike, stride: int = 1):
     if not trajs:
         raise ValueError(f"{out} has no finished frames yet")
     return md.join(trajs, check_topology=True, discard_overlapping_frames=False)
+
+
+def measure_ns_per_day(topology, xyz: np.ndarray, config: MDConfig, seconds: float = 1.0
+                       ) -> tuple[float, str]:
+    """(ns/day of one MD process of this system under `config`'s protocol, platform): a short
+    timed run after a minimization and a 1,000-step warm-up (the rate probe of `arbg fit`)."""
+    import openmm
+    import openmm.unit as unit
+
+    temperature = (config.temperature_k if config.temperature_k is not None
+                   else get_preset(config.preset).temperature_k)
+    system = create_system(topology, config.preset)
+    platform_name = (fastest_platform(system, np.asarray(xyz, float)) if config.platform == "auto"
+                     else config.platform)
+    ctx, integrator = _simulation(system, config, temperature, platform_name)
+    ctx.setPositions(np.asarray(xyz, dtype=np.float64))
+    openmm.LocalEnergyMinimizer.minimize(ctx, 1.0, 200)
+    ctx.setVelocitiesToTemperature(temperature * unit.kelvin, config.seed + 1)
+    integrator.step(1000)
+    steps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:  # frames as the real run saves them
+        _advance(ctx, integrator, 1, topology.n_atoms, config.steps_per_frame)
+        steps += config.steps_per_frame
+    elapsed = time.perf_counter() - t0
+    return steps * config.dt_fs * 1e-6 / elapsed * 86400.0, platform_name

@@ -60,20 +60,24 @@ class Target:
         return self.energy.reduced_energy(self.reference.xyz)
 
 
-def _sample(loaded, target: Target, n: int, tau: float, seed: int, batch_size: int):
+def _sample(loaded, target: Target, n: int, tau: float, seed: int, batch_size: int,
+            progress=None):
     from .pipeline import SampleConfig, run_sampling
 
     cfg = SampleConfig(n=n, tau=tau, seed=seed, batch_size=batch_size)
-    return run_sampling(loaded, target.peptide, cfg, energy_model=target.energy)
+    return run_sampling(loaded, target.peptide, cfg, energy_model=target.energy,
+                        progress=progress)
 
 
-def tau_score(loaded, val: list[Target], tau: float, n: int, seed: int, batch_size: int) -> dict:
-    """One tuning row: the mean reweighted E-W2 and ESS fraction over the validation systems."""
+def tau_score(loaded, val: list[Target], tau: float, n: int, seed: int, batch_size: int,
+              progress=None) -> dict:
+    """One tuning row: the mean reweighted E-W2 and ESS fraction over the validation systems.
+    progress(stage, done, total) as `pipeline.run_sampling` reports it."""
     from .metrics import e_w2
 
     scores, ess = [], []
     for target in val:
-        ens = _sample(loaded, target, n, tau, seed + 1, batch_size).ensemble
+        ens = _sample(loaded, target, n, tau, seed + 1, batch_size, progress).ensemble
         live = np.isfinite(ens.u) & (ens.weights > 0)
         scores.append(e_w2(target.reduced_energy(), ens.u[live], w_model=ens.weights[live]))
         ess.append(ens.ess_fraction)
@@ -83,13 +87,14 @@ def tau_score(loaded, val: list[Target], tau: float, n: int, seed: int, batch_si
 
 
 def tune_tau(loaded, val: list[Target], taus: list[float], n: int, seed: int, batch_size: int,
-             cache_dir: Path, weights: str) -> list[dict]:
-    """A `tau_score` row per tau, each cached in cache_dir/tau_TAU.json."""
+             cache_dir: Path, weights: str, progress=None) -> list[dict]:
+    """A `tau_score` row per tau, each cached in cache_dir/tau_TAU.json; progress(stage, done,
+    total) while a row is computed."""
     rows = []
     for tau in taus:
         key = {"weights": weights, "tau": tau, "n": n, "seed": seed, "val": [t.name for t in val]}
         rows.append(cached(cache_dir / f"tau_{tau}.json", key,
-                           lambda: tau_score(loaded, val, tau, n, seed, batch_size)))
+                           lambda: tau_score(loaded, val, tau, n, seed, batch_size, progress)))
         log(f"tau {tau}: mean val E-W2 {rows[-1]['mean_reweighted_e_w2_val']:.3f}, "
             f"mean ESS {100 * rows[-1]['mean_ess_fraction_val']:.2f}%")
     return rows
@@ -107,13 +112,13 @@ class Evaluation:
 
 
 def evaluate_target(loaded, target: Target, tau: float, n: int, n_eval: int, lag: int, seed: int,
-                    batch_size: int, out_dir: Path) -> Evaluation:
+                    batch_size: int, out_dir: Path, progress=None) -> Evaluation:
     """`n` proposals at `tau` (seed `seed`), reweighted and compared with the target's frames, as
-    `arbg evaluate` does; report.json and figures in out_dir."""
+    `arbg evaluate` does; report.json and figures in out_dir. progress: as `tau_score`'s."""
     from .report import evaluate
 
     t0 = time.perf_counter()
-    result = _sample(loaded, target, n, tau, seed, batch_size)
+    result = _sample(loaded, target, n, tau, seed, batch_size, progress)
     sample_s = time.perf_counter() - t0
     report = evaluate(result, target.reference, out_dir, lag=lag, n_eval=n_eval, seed=seed,
                       energy_model=target.energy).report
