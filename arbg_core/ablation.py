@@ -60,6 +60,7 @@ def commands(setup: Setup, variant: Variant, runs: Path) -> tuple[list[str], lis
     train = arbg + ["train", "--data", setup.data, "--split", "0.9,0.1,0", "--size", setup.size,
                     "--steps", str(setup.steps), "--batch-size", str(setup.batch_size),
                     "--warmup-steps", str(max(1, setup.steps // 8)), "--val-every", "100",
+                    "--save-every", "50",
                     "--seed", str(setup.seed), "--device", "cpu", "--out", str(out),
                     *variant.train_flags()]
     evaluate = arbg + ["evaluate", "--model", str(out / "best"), "--reference", setup.reference,
