@@ -218,6 +218,7 @@ def progress_note() -> None:
         return
     if not job.running:
         st.rerun(scope="app")
+    still()
     snap = job.snapshot()
     previous = st.session_state.get(state.K_RUN)
     st.info(plain(f"A new run is in progress: {job.label}. ") + (
@@ -239,7 +240,6 @@ def require_run() -> AppRun:
     run = current_run()
     job = _job()
     if job is not None and job.running:
-        still()
         progress_note()
     if run is None:
         if job is not None and job.error is not None:

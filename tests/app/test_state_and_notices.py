@@ -77,6 +77,7 @@ def test_sample_button_is_enabled_again_after_a_run_followed_on_return(models_di
     assert "arbg_job" not in at.session_state and at.session_state["arbg_run"].ensemble.n == 48
     assert not at.button(key="home_submit").disabled
     assert any("Sampled 48 conformations" in s.label for s in at.status)
+    assert not any("animation: none" in m.value for m in at.markdown)  # animations back after the run
 
 
 @pytest.mark.parametrize("page", PAGES[:3] + PAGES[5:])
@@ -87,6 +88,8 @@ def test_pages_say_a_run_is_in_progress(home, page):
         assert not home.exception
         text = messages(home.info)
         assert "A new run is in progress" in text and "still shows the previous run (64 samples)" in text
+        # a browser on the same cores drew the animations with a whole core: stopped while a run goes
+        assert any("animation: none" in m.value for m in home.markdown)
     finally:
         del home.session_state["arbg_job"]
 
