@@ -54,12 +54,16 @@ def _listing(root: str, user_root: str, user_stamp: int):
 def listing():
     """Shipped models and yours (`user_models.Listing`, with the user folders skipped): re-read
     at most every 30 s, so a newly trained model appears, and whenever the user models folder
-    changes (a refined model was put in place)."""
+    changes (a refined model was put in place, or a build's model/ in builds/SYSTEM/fit)."""
+    from arbg_core.user_models import BUILDS
+
     user = user_models_dir()
-    try:
-        stamp = user.stat().st_mtime_ns
-    except OSError:
-        stamp = 0
+    stamp = 0
+    for folder in (user, user / BUILDS, *sorted(user.glob(f"{BUILDS}/*/fit"))):
+        try:
+            stamp = hash((stamp, folder.stat().st_mtime_ns))
+        except OSError:
+            pass
     return _listing(str(models_dir()), str(user), stamp)
 
 
