@@ -90,7 +90,7 @@ def fit_pid(folder: Path) -> int | None:
             pids.append(int(read_json(folder / name)["pid"]))
         except (OSError, ValueError, KeyError, TypeError):
             continue
-    out = str(folder / "fit")
+    out = str((folder / "fit").resolve())
     for pid in pids:
         words = _cmdline(pid)
         if "fit" in words and out in words:
@@ -145,7 +145,7 @@ def start(sequence: str, termini: str, budget_hours: float,
     """Start the job of (sequence, termini) as a detached `arbg fit`, or attach to it: (its
     folder, whether this call started it). A folder that holds an earlier fit is resumed with
     that fit's own arguments (the fit refuses others); a finished one is not rerun."""
-    folder = job_folder(sequence, termini, root)
+    folder = job_folder(sequence, termini, root).resolve()  # its --out, as fit_pid finds it
     if fit_pid(folder) is not None or view(folder).state == "finished":
         return folder, False
     job = _read(folder / "job.json")
@@ -160,6 +160,9 @@ def start(sequence: str, termini: str, budget_hours: float,
                                 stderr=subprocess.STDOUT, start_new_session=True,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
     _STARTED.append(proc)
+    t0 = time.monotonic()  # its /proc cmdline is empty for a moment after the fork
+    while "fit" not in _cmdline(proc.pid) and proc.poll() is None and time.monotonic() - t0 < 5:
+        time.sleep(0.01)
     write_json(folder / "job.json", {"args": job["args"], "budget_hours": job["budget_hours"],
                                      "pid": proc.pid, "started": time.time()})
     return folder, True

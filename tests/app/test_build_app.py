@@ -74,7 +74,7 @@ def test_start_attach_cancel_resume(user):
     at = typed()
     at.number_input(key="build_budget").set_value(0.05)
     at.button(key="build_start").click().run()
-    folder = user / "builds" / "G-cap"
+    folder = (user / "builds" / "G-cap").resolve()
     try:
         pid = fit_jobs.fit_pid(folder)
         assert pid is not None and (folder / "fit.log").is_file()
@@ -124,6 +124,10 @@ def test_finished_build_is_listed_and_samples(built, models_dir, monkeypatch):
     sample(at, n=32)
     run = at.session_state["arbg_run"]
     assert run.result.peptide.sequence == "G" and run.ensemble.n == 32
+    at.switch_page("pages/4_Compare_with_MD.py").run(timeout=120)  # its held-back MD
+    assert not at.exception, [e.value for e in at.exception]
+    assert "Shipped reference MD" in [o for r in at.radio for o in r.options], \
+        [r.options for r in at.radio]
 
 
 def test_an_unfinished_build_is_not_listed(tmp_path):
