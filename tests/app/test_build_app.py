@@ -134,3 +134,23 @@ def test_an_unfinished_build_is_not_listed(tmp_path):
     (tmp_path / "builds" / "AA-zw" / "fit" / "md").mkdir(parents=True)
     assert list_user(tmp_path) == ([], [])
     assert fit_jobs.view(tmp_path / "builds" / "AA-zw").state == "none"
+
+
+@pytest.mark.parametrize("stage, state, said", [
+    ("failed", "failed", "failed; the log in its folder has the details"),
+    ("train", "stopped", "stopped during training the model (its process ended")])
+def test_a_dead_build_is_shown_with_resume(user, stage, state, said):
+    """A build whose process is gone before its model was done (a failure it reported, or a
+    kill): said so, without paths or the error's text, with a resume button."""
+    from arbg_core.files import write_json
+
+    folder = user / "builds" / "G-cap"
+    (folder / "fit").mkdir(parents=True)
+    write_json(folder / "job.json", {"args": ["G"], "budget_hours": 1.0, "pid": 2**22 + 1})
+    write_json(folder / "fit" / "status.json", {"stage": stage, "pid": 2**22 + 1,
+                                               "error": f"boom in {folder}"})
+    assert fit_jobs.view(folder).state == state
+    at = typed()
+    shown = text(at.error) + text(at.warning) + text(at.caption)
+    assert said in shown and str(user) not in shown and "boom" not in shown
+    assert [b.key for b in at.button] == ["build_resume"]  # nothing to cancel
