@@ -158,7 +158,8 @@ def start(sequence: str, termini: str, budget_hours: float,
     with open(folder / "fit.log", "ab") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                env={**os.environ, "PYTHONUNBUFFERED": "1",
+                                     "TQDM_MININTERVAL": "10"})  # a log line per 10 s, not 0.1 s
     _STARTED.append(proc)
     t0 = time.monotonic()  # its /proc cmdline is empty for a moment after the fork
     while "fit" not in _cmdline(proc.pid) and proc.poll() is None and time.monotonic() - t0 < 5:
