@@ -5,11 +5,7 @@ a build started from the page creates its folder and shows its progress, a secon
 to it, cancel stops the process group, resume starts it again; a finished build's model is
 listed as SYSTEM-fit and samples through the page."""
 
-import os
 import shlex
-import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -102,24 +98,21 @@ def test_start_attach_cancel_resume(user):
             _wait(lambda: _gone(p), 20)
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    """A finished tiny build of capped G, by the CLI, where the app's job would leave it."""
-    user = tmp_path_factory.mktemp("arbg-built") / "user"
-    out = user / "builds" / "G-cap" / "fit"
-    proc = subprocess.run([sys.executable, "-m", "arbg_core.cli", "fit", "G", "--termini",
-                           "capped", *TINY, "--out", str(out)], capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return user
-
-
-def test_finished_build_is_listed_and_samples(built, models_dir, monkeypatch):
-    monkeypatch.setenv("ARBG_USER_MODELS_DIR", str(built))
-    entries, skipped = list_user(built)
-    assert [e.name for e in entries] == ["G-cap-fit"] and skipped == []
-    assert resolve("G-cap-fit") == built / "builds" / "G-cap" / "fit" / "model"
+def test_a_build_started_on_the_page_ends_listed_and_samples(user):
+    """Start a tiny build from the page and let it finish: the page then offers its model
+    (SYSTEM-fit) in the picker; it samples, and its held-back MD is the Compare reference."""
     at = typed()
+    at.button(key="build_start").click().run()
+    folder = (user / "builds" / "G-cap").resolve()
+    try:
+        _wait(lambda: fit_jobs.view(folder).state != "running", 400)
+        assert fit_jobs.view(folder).state == "finished", (folder / "fit.log").read_text()[-3000:]
+    finally:
+        fit_jobs.cancel(folder)
+    entries, skipped = list_user(user)
+    assert [e.name for e in entries] == ["G-cap-fit"] and skipped == []
+    assert resolve("G-cap-fit") == user / "builds" / "G-cap" / "fit" / "model"
+    at.run()  # what the progress fragment does when the build has ended
     assert at.selectbox(key="home_model").value == "G-cap-fit"
     sample(at, n=32)
     run = at.session_state["arbg_run"]
