@@ -3,6 +3,7 @@
 One job per system, in the user models folder:
     builds/SYSTEM/job.json   the fit's arguments (a resume reruns them), the pid it started with
     builds/SYSTEM/fit.log    its stdout and stderr
+    builds/SYSTEM/start.lock held while a job is being started (two clicks: one job)
     builds/SYSTEM/fit/       the fit folder (fit.py: plan.json, state.json, status.json, model/)
 The process is detached (its own session and process group), so it outlives the server that
 started it; anyone can read where it is from the folder (`view`), and stop it (`cancel`: SIGTERM
@@ -144,29 +145,43 @@ def start(sequence: str, termini: str, budget_hours: float,
           root: str | os.PathLike | None = None) -> tuple[Path, bool]:
     """Start the job of (sequence, termini) as a detached `arbg fit`, or attach to it: (its
     folder, whether this call started it). A folder that holds an earlier fit is resumed with
-    that fit's own arguments (the fit refuses others); a finished one is not rerun."""
+    that fit's own arguments (the fit refuses others); a finished one is not rerun. Two
+    sessions that click at once: one starts it, the other attaches (a lock on the folder)."""
+    import fcntl
+
     folder = job_folder(sequence, termini, root).resolve()  # its --out, as fit_pid finds it
-    if fit_pid(folder) is not None or view(folder).state == "finished":
-        return folder, False
-    job = _read(folder / "job.json")
-    if not (job.get("args") and (folder / "fit" / "fit.json").is_file()):
-        job = {"args": fit_args(sequence, termini, budget_hours),
-               "budget_hours": float(budget_hours)}
     folder.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "arbg_core.cli", "fit", *job["args"], "--out",
-            str(folder / "fit")]
+    fd = os.open(folder / "start.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held for the moment a start takes
+        if fit_pid(folder) is not None or view(folder).state == "finished":
+            return folder, False
+        job = _read(folder / "job.json")
+        if not (job.get("args") and (folder / "fit" / "fit.json").is_file()):
+            job = {"args": fit_args(sequence, termini, budget_hours),
+                   "budget_hours": float(budget_hours)}
+        pid = _launch(folder, job["args"])
+        write_json(folder / "job.json", {"args": job["args"], "pid": pid, "started": time.time(),
+                                         "budget_hours": job["budget_hours"]})
+        return folder, True
+    finally:
+        os.close(fd)
+
+
+def _launch(folder: Path, args: list[str]) -> int:
+    """`arbg fit ARGS --out folder/fit` in its own session, output to folder/fit.log: its pid,
+    once /proc shows it as that fit (its cmdline is empty for a moment after the fork)."""
+    argv = [sys.executable, "-m", "arbg_core.cli", "fit", *args, "--out", str(folder / "fit")]
     with open(folder / "fit.log", "ab") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1",
                                      "TQDM_MININTERVAL": "10"})  # a log line per 10 s, not 0.1 s
     _STARTED.append(proc)
-    t0 = time.monotonic()  # its /proc cmdline is empty for a moment after the fork
+    t0 = time.monotonic()
     while "fit" not in _cmdline(proc.pid) and proc.poll() is None and time.monotonic() - t0 < 5:
         time.sleep(0.01)
-    write_json(folder / "job.json", {"args": job["args"], "budget_hours": job["budget_hours"],
-                                     "pid": proc.pid, "started": time.time()})
-    return folder, True
+    return proc.pid
 
 
 def cancel(folder: Path, wait_s: float = 10.0) -> bool:

@@ -147,3 +147,17 @@ def test_a_dead_build_is_shown_with_resume(user, stage, state, said):
     shown = text(at.error) + text(at.warning) + text(at.caption)
     assert said in shown and str(user) not in shown and "boom" not in shown
     assert [b.key for b in at.button] == ["build_resume"]  # nothing to cancel
+
+
+def test_two_clicks_at_once_start_one_job(user):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: fit_jobs.start("G", "capped", 0.05, user), range(2)))
+    folder = results[0][0]
+    try:
+        assert sorted(started for _, started in results) == [False, True]
+        assert fit_jobs.fit_pid(folder) is not None
+    finally:
+        assert fit_jobs.cancel(folder)
+    assert fit_jobs.view(folder).state == "cancelled"
