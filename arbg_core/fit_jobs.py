@@ -51,7 +51,8 @@ def fit_args(sequence: str, termini: str, budget_hours: float) -> list[str]:
 @dataclass(frozen=True)
 class JobView:
     """Where a job stands, as a page shows it (no paths, no raw exception text)."""
-    state: str  # one of STATES
+    state: str  # one of STATES; failed: the fit reported an error (its log has it), stopped:
+    # its process ended otherwise (killed, the machine restarted), cancelled: by `cancel`
     stage: str = ""
     stage_index: int = 0
     n_stages: int = 0
@@ -63,11 +64,6 @@ class JobView:
     plan_s: float | None = None  # the plan's estimate of the whole fit
     budget_s: float | None = None
     budget_hours: float | None = None
-    failed: bool = False  # the fit reported an error (the log has it)
-
-    @property
-    def active(self) -> bool:
-        return self.state == "running"
 
     @property
     def fraction(self) -> float:
@@ -137,8 +133,7 @@ def view(folder: Path) -> JobView:
                        eta_s=status.get("eta_s"), **common)
     if job.get("cancelled"):
         return JobView("cancelled", stage=stage, **common)
-    return JobView("failed" if stage == "failed" else "stopped", stage=stage,
-                   failed=stage == "failed", **common)
+    return JobView("failed" if stage == "failed" else "stopped", stage=stage, **common)
 
 
 def start(sequence: str, termini: str, budget_hours: float,
