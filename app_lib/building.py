@@ -21,7 +21,8 @@ from arbg_core.peptide import system_name
 from .paths import user_models_dir
 from .text import plain
 
-K_BUDGET, K_START, K_CANCEL, K_RESUME = "build_budget", "build_start", "build_cancel", "build_resume"
+K_BUDGET, K_START, K_CANCEL, K_RESUME, K_ERROR = (
+    "build_budget", "build_start", "build_cancel", "build_resume", "build_error")
 STAGE_TEXT = {"starting": "Starting", "plan": "Measuring this machine's speed for the plan",
               "md": "Reference MD (the preset's temperature and a hot replica)",
               "data": "Packing the training data", "train": "Training the model",
@@ -46,9 +47,10 @@ def control(sequence: str, termini: str) -> None:
     """Below Home's "no model" notice: the build form, or the build of this system."""
     view = fit_jobs.view(_folder(sequence, termini))
     st.subheader("Build a model for this sequence")
-    error = st.session_state.pop("build_error", None)
+    error = st.session_state.pop(K_ERROR, None)
     if error:
-        st.error(f"The build could not be started ({plain(error)}); the server log has the details.")
+        st.error(f"The build could not be started ({plain(error)}); the server log has the "
+                 "details.")
     if view.state == "running":
         _follow(sequence, termini)
     elif view.state == "none":
@@ -79,7 +81,7 @@ def _start(sequence: str, termini: str, budget_hours: float) -> None:
         fit_jobs.start(sequence, termini, budget_hours, user_models_dir())
     except (ValueError, OSError) as e:
         print(f"build of {system_name(sequence, termini)} not started: {e}", file=sys.stderr)
-        st.session_state["build_error"] = type(e).__name__
+        st.session_state[K_ERROR] = type(e).__name__
 
 
 def _plan_text(view) -> str:
@@ -120,7 +122,7 @@ def _ended(sequence: str, termini: str, view) -> None:
         st.success(plain(f"The build of {sequence} ({termini}) is done: its model "
                          f"{system_name(sequence, termini)}-fit is in your models folder."))
         return
-    at = f" during {STAGE_TEXT.get(view.stage, view.stage).lower()}" if view.stage in STAGE_TEXT else ""
+    at = f" during {STAGE_TEXT[view.stage].lower()}" if view.stage in STAGE_TEXT else ""
     if view.state == "cancelled":
         st.info(plain(f"The build of {sequence} ({termini}) was cancelled{at}."))
     elif view.state == "failed":

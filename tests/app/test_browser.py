@@ -355,4 +355,3 @@ def test_refine_for_a_typed_sequence(refine_server, browser):
     assert (user / "general-refined-G-cap" / "model.safetensors").is_file()
     assert s.dialogs == [] and s.foreign_hosts() == set()
     s.ctx.close()
-
