@@ -161,3 +161,15 @@ def test_two_clicks_at_once_start_one_job(user):
     finally:
         assert fit_jobs.cancel(folder)
     assert fit_jobs.view(folder).state == "cancelled"
+
+
+def test_a_start_that_fails_is_said_without_its_text(user, monkeypatch):
+    def refuse(*_):
+        raise OSError(f"no space left in {user}")
+
+    at = typed()
+    monkeypatch.setattr(fit_jobs, "start", refuse)
+    at.button(key="build_start").click().run()
+    shown = text(at.error)
+    assert "could not be started (OSError)" in shown and str(user) not in shown
+    assert at.button(key="build_start")  # the form again
