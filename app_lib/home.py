@@ -79,10 +79,14 @@ def unserved(entries, sequence: str, termini: str) -> None:
 
     if offer_other_termini(entries, sequence, termini):
         st.stop()
-    st.info(plain(f"No shipped model covers {sequence} ({termini}) yet.") + " Build one with the "
-            "command line: reference MD, then training.")
-    st.code(cat.build_commands(sequence, termini), language="bash", wrap_lines=True)
+    from . import building
+
+    st.info(plain(f"No shipped model covers {sequence} ({termini}) yet.") + " Build one here "
+            "(below), or with the command line: reference MD, then training.")
     st.caption(plain(build_time(sequence, termini, entries).text()))
     for limit in cat.transferable_limits(entries, sequence, termini):
         st.caption(plain(limit))
+    building.control(sequence, termini)
+    with st.expander("The same with the command line"):
+        st.code(cat.build_commands(sequence, termini), language="bash", wrap_lines=True)
     st.stop()

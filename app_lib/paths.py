@@ -28,9 +28,13 @@ def reference_dir() -> Path:
 
 def reference_path(model_name: str, system: str | None = None) -> Path | None:
     """reference/MODEL/SYSTEM.npz (a transferable model's MD of one system, e.g. AR-zw), else
-    reference/MODEL.npz (a single-system model's), else None."""
+    reference/MODEL.npz (a single-system model's), else the held-back MD a build (`arbg fit`)
+    keeps in its model folder, else None."""
+    from arbg_core.user_models import built_folder
+
+    built = built_folder(user_models_dir(), model_name)
     for path in ([reference_dir() / model_name / f"{system}.npz"] if system else []) + [
-            reference_dir() / f"{model_name}.npz"]:
+            reference_dir() / f"{model_name}.npz"] + ([built / "reference.npz"] if built else []):
         if path.is_file():
             return path
     return None

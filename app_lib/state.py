@@ -44,7 +44,7 @@ def tau_key(model_name: str) -> str:
 # ------------------------------------------------------------------------ process-wide caches
 
 
-@st.cache_data(ttl=30, show_spinner=False)
+@st.cache_data(ttl=30, show_spinner=False, max_entries=16)
 def _listing(root: str, user_root: str, user_stamp: int):
     from arbg_core.user_models import list_models
 
@@ -54,12 +54,17 @@ def _listing(root: str, user_root: str, user_stamp: int):
 def listing():
     """Shipped models and yours (`user_models.Listing`, with the user folders skipped): re-read
     at most every 30 s, so a newly trained model appears, and whenever the user models folder
-    changes (a refined model was put in place)."""
+    changes (a refined model was put in place, or a build's model/ in builds/SYSTEM/fit: not
+    its progress files, which change every second)."""
+    from arbg_core.user_models import BUILDS
+
     user = user_models_dir()
-    try:
-        stamp = user.stat().st_mtime_ns
-    except OSError:
-        stamp = 0
+    stamp = 0
+    for folder in (user, *sorted(user.glob(f"{BUILDS}/*/fit/model"))):  # built ones appear
+        try:
+            stamp = hash((stamp, folder.stat().st_mtime_ns))
+        except OSError:
+            pass
     return _listing(str(models_dir()), str(user), stamp)
 
 

@@ -10,12 +10,16 @@ with a notice naming it: one broken folder never hides the others.
 Order (`serving`): per-system models of exactly the system first, shipped before yours, then
 transferable ones; so a model refined for a sequence comes before the transferable model it was
 refined from. A name taken by a shipped model is skipped in the user folder.
+
+Models built by the app's background `arbg fit` jobs (fit_jobs.py) live in
+builds/SYSTEM/fit/model and are listed as SYSTEM-fit once complete; a build still running (no
+model yet) is passed over silently.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable
 
@@ -25,6 +29,7 @@ from .peptide import system_name
 
 USER_MODELS_ENV = "ARBG_USER_MODELS_DIR"
 DEFAULT_USER_DIR = checkpoint.SHIPPED_DIR.parent.parent / "runs" / "user_models"
+BUILDS, BUILT = "builds", "-fit"  # builds/SYSTEM/fit/model is listed as SYSTEM-fit
 
 
 def user_models_dir() -> Path:
@@ -73,7 +78,8 @@ def list_user(root: str | os.PathLike | None = None, taken: set[str] = frozenset
     root = Path(root) if root is not None else user_models_dir()
     entries, skipped = [], []
     try:
-        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                         and p.name != BUILDS)
     except OSError:  # missing (nothing made yet), not a folder, or not readable
         folders = []
         if root.exists():
@@ -86,6 +92,32 @@ def list_user(root: str | os.PathLike | None = None, taken: set[str] = frozenset
             entries.append(_read_user_entry(folder))
         except ValueError as e:
             skipped.append(Skipped(folder.name, str(e)))
+    built, broken = _list_built(root, taken | {e.name for e in entries})
+    return entries + built, skipped + broken
+
+
+def built_folder(root: Path, name: str) -> Path | None:
+    """builds/SYSTEM/fit/model for a name SYSTEM-fit, else None."""
+    if not name.endswith(BUILT) or "/" in name or os.sep in name or name.startswith("."):
+        return None
+    return root / BUILDS / name[:-len(BUILT)] / "fit" / "model"
+
+
+def _list_built(root: Path, taken: set[str]) -> tuple[list[ModelEntry], list[Skipped]]:
+    """The finished models of the app's builds (builds/SYSTEM/fit/model), as SYSTEM-fit."""
+    entries, skipped = [], []
+    try:
+        builds = sorted(p for p in (root / BUILDS).iterdir() if not p.name.startswith("."))
+    except OSError:
+        return [], []
+    for build in builds:
+        folder, name = build / "fit" / "model", build.name + BUILT
+        if not folder.is_dir() or name in taken:
+            continue
+        try:
+            entries.append(replace(_read_user_entry(folder), name=name))
+        except ValueError as e:
+            skipped.append(Skipped(name, str(e)))
     return entries, skipped
 
 
@@ -121,6 +153,9 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
         name, root = str(name_or_path), user_models_dir()
         if "/" not in name and os.sep not in name and (root / name / CONFIG).is_file():
             return root / name
+        built = built_folder(root, name)
+        if built is not None and (built / CONFIG).is_file():
+            return built
         yours = [p.name for p in list_user(root)[0]]
         raise FileNotFoundError(f"{e}; yours ({USER_MODELS_ENV}): "
                                 f"{', '.join(yours) or '(none)'}") from None

@@ -39,7 +39,7 @@ def test_uncovered_sequence_gives_cli_recipe_with_times(models_dir):
     estimate = messages(at.caption)
     assert "Estimated for 138 atoms" in estimate  # the atom count the builder gives chignolin
     assert "reference MD" in estimate and "on this CPU" in estimate and "on a GPU" in estimate
-    assert not at.button  # nothing to sample with
+    assert [b.key for b in at.button] == ["build_start"]  # nothing to sample with; build one
 
 
 def test_typed_sequence_starts_served_and_offers_the_other_termini(models_dir):
