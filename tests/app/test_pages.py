@@ -319,9 +319,11 @@ def test_record_reproduces_the_samples(home, run):
     assert at.number_input(key="home_n").value == N and at.number_input(key="home_seed").value == SEED
     at.button(key="home_submit").click().run(timeout=120)
     again = at.session_state["arbg_run"]
-    np.testing.assert_array_equal(again.result.xyz, run.result.xyz)
-    np.testing.assert_array_equal(again.result.log_q, run.result.log_q)
-    np.testing.assert_array_equal(again.ensemble.weights, run.ensemble.weights)
+    np.testing.assert_array_equal(again.result.xyz, run.result.xyz)  # the very same samples
+    # their densities to float32 round-off: the runs' torch threads follow the free cores, and
+    # 1 vs 2 threads sum the same logits in another order (ala2, 512 samples: |d log q| <= 8e-5)
+    np.testing.assert_allclose(again.result.log_q, run.result.log_q, rtol=0, atol=1e-3)
+    np.testing.assert_allclose(again.ensemble.weights, run.ensemble.weights, rtol=1e-3, atol=1e-12)
 
 
 def test_record_upload_rejects_other_json(models_dir):
