@@ -30,14 +30,34 @@ STAGE_TEXT = {"queued": "Waiting for another run to finish (runs take turns on t
 
 
 # One pool for the whole process: runs of different browser sessions, and refinements
-# (refining.py), take turns, each with torch threads sized to the cores free when it starts
+# (refining.py), take turns, each with torch threads sized to the cores free (BusyMonitor)
 # (2 sessions x 2 threads on 2 cores, or 2 threads beside another CPU-bound job, made every run
 # ~10x slower here).
 COMPUTE = threading.Lock()
 shared_monitor()  # samples how busy the machine is from now on, so a click is sized by history
 
 
-class Job:
+class ThreadJob:
+    """A job's `_work(loaded, pep)` in a daemon thread: start, running, wait (shared by sampling
+    here and refinement in refining.py)."""
+
+    def _thread_for(self, loaded, pep, name: str) -> None:
+        self._thread = threading.Thread(target=self._work, args=(loaded, pep), daemon=True,
+                                        name=name)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def wait(self, seconds: float) -> None:
+        self._thread.join(seconds)
+
+
+class Job(ThreadJob):
     """`run_sampling` in a daemon thread; `snapshot()` is safe to call from the script thread."""
 
     def __init__(self, loaded, pep, cfg: SampleConfig, label: str):
@@ -49,12 +69,7 @@ class Job:
         self.started = time.monotonic()
         self._lock = threading.Lock()
         self._progress = {"stage": "queued", "done": 0, "total": cfg.n, "since": self.started}
-        self._thread = threading.Thread(target=self._work, args=(loaded, pep), daemon=True,
-                                        name=f"arbg-sample-{label}")
-
-    def start(self) -> "Job":
-        self._thread.start()
-        return self
+        self._thread_for(loaded, pep, f"arbg-sample-{label}")
 
     def _report(self, stage: str, done: int, total: int) -> None:
         self._follow_free_cores()
@@ -89,13 +104,6 @@ class Job:
                 self.result = run_sampling(loaded, pep, self.cfg, progress=self._report)
         except BaseException as e:  # noqa: BLE001  (shown to the user, never re-raised in a thread)
             self.error = e
-
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
-
-    def wait(self, seconds: float) -> None:
-        self._thread.join(seconds)
 
     def snapshot(self) -> dict:
         """stage, done, total, fraction, eta_s (None until measurable), elapsed_s, text."""

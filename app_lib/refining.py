@@ -25,7 +25,7 @@ from arbg_core.files import FolderBusy
 from arbg_core.refine import RefineConfig, refine_checkpoint
 
 from . import state
-from .jobs import COMPUTE
+from .jobs import COMPUTE, ThreadJob
 from .paths import user_models_dir
 from .text import plain
 
@@ -57,7 +57,7 @@ class Outcome:
     select: bool = True  # not yet offered in the model picker
 
 
-class RefineJob:
+class RefineJob(ThreadJob):
     """`refine_checkpoint` in a daemon thread; `snapshot()` is safe from the script thread."""
 
     def __init__(self, loaded, pep, cfg: RefineConfig, dest: Path):
@@ -70,12 +70,7 @@ class RefineJob:
         self.started = self.finished = time.monotonic()
         self._lock, self._stop = threading.Lock(), threading.Event()
         self._progress = {"stage": "queued", "done": 0, "total": 1, "steps": 0, "info": {}}
-        self._thread = threading.Thread(target=self._work, args=(loaded, pep), daemon=True,
-                                        name=f"arbg-refine-{self.label}")
-
-    def start(self) -> "RefineJob":
-        self._thread.start()
-        return self
+        self._thread_for(loaded, pep, f"arbg-refine-{self.label}")
 
     def stop(self) -> None:
         """Ask the job to stop at its next progress report (nothing is saved)."""
@@ -110,13 +105,6 @@ class RefineJob:
             traceback.print_exception(e, file=sys.stderr)
         finally:
             self.finished = time.monotonic()
-
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
-
-    def wait(self, seconds: float) -> None:
-        self._thread.join(seconds)
 
     def snapshot(self) -> dict:
         """stage, fraction (of the stage), text, elapsed_s."""
