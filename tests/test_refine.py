@@ -155,3 +155,23 @@ def test_cli_refining_a_transferable_model_gives_a_model_of_that_sequence(tmp_pa
 def test_cli_needs_a_budget(tiny_checkpoint, tmp_path, capsys):
     assert cli.main(["refine", "--model", str(tiny_checkpoint), "--out", str(tmp_path)]) == 2
     assert "give a budget: steps or minutes" in capsys.readouterr().err
+
+
+def test_dipeptide_benchmark_means_and_ratios():
+    """The #19 table's summary: means per budget over the sequences measured so far, the ESS
+    ratio against the parent, and whether the reweighted E-W2 got worse."""
+    from arbg_core.bench.refine_dipeptides import METRICS, _means
+
+    def ev(ess, e_w2):
+        return {k: 0.0 for k in METRICS} | {"ess_fraction": ess, "reweighted_e_w2": e_w2}
+
+    rows = [{"sequence": "AR", "before": ev(0.001, 4.0), "10": ev(0.004, 3.0)},
+            {"sequence": "DY", "before": ev(0.003, 2.0), "10": ev(0.006, 5.0)},
+            {"sequence": "FR", "before": ev(0.002, 1.0)}]  # its refinement not done yet
+    m = _means(rows, ["10", "30"])
+    assert m["before"]["n_sequences"] == 3 and m["10"]["n_sequences"] == 2 and "30" not in m
+    assert m["before"]["ess_fraction"] == pytest.approx(0.002)
+    assert m["10"]["ess_fraction"] == pytest.approx(0.005)
+    assert m["10"]["ess_ratio_per_sequence"] == pytest.approx([4.0, 2.0])
+    assert m["10"]["ess_ratio_of_means"] == pytest.approx(2.5)
+    assert m["10"]["e_w2_not_worse"] is False  # 4.0 > 3.0, the parent's on AR and DY

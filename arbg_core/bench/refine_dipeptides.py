@@ -1,0 +1,129 @@
+"""Refinement on unseen dipeptides (issue #19): the transferable model before and after
+`arbg refine` for a few minutes of this machine, each compared with the sequence's own MD.
+
+For every test sequence (never trained on) and every budget, one `arbg refine` run from the
+shipped transferable model (a fresh run per budget: the tempering schedule spans the budget),
+then the same evaluation the model's card uses (`arbg evaluate`: n fresh proposals at the
+model's tau, reweighted, E-W2/T-W2/TICA-W2 against all MD frames with MD-vs-MD noise floors).
+The parent is evaluated the same way, with the same seed. Every piece is cached next to its key
+under --runs, so a killed run resumes where it stopped and the JSON is rewritten after each piece.
+
+    python -m arbg_core.bench.refine_dipeptides --sequences AR,DY,FR,GT,HC --minutes 10,30 \
+        --out results
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .common import cli, write
+
+METRICS = ("ess_fraction", "reweighted_e_w2", "reweighted_t_w2", "reweighted_tica_w2",
+           "dropped_fraction", "mirrored_fraction")
+
+
+def _target(seq: str, termini: str, preset: str, reference_dir: Path):
+    from ..energy import EnergyModel
+    from ..peptide import build, system_name
+    from ..report import load_reference
+    from ..tune import Target
+
+    pep = build(seq, termini)
+    ref = load_reference(reference_dir / f"{system_name(seq, termini)}.npz")
+    return Target(seq, pep, EnergyModel(pep.topology, preset), ref)
+
+
+def _evaluate(model_dir: Path, target, n: int, seed: int, lag: int, out: Path) -> dict:
+    from ..checkpoint import load
+    from ..tune import cached, evaluate_target, evaluation_row, weights_hash
+
+    key = {"weights": weights_hash(model_dir), "n": n, "seed": seed, "lag": lag}
+
+    def compute():
+        loaded = load(model_dir)
+        ev = evaluate_target(loaded, target, loaded.tau, n, n, lag, seed, 512, out)
+        return evaluation_row(target, ev) | {"tau": loaded.tau}
+
+    return cached(out / "row.json", key, compute)
+
+
+def _refined(parent: Path, target, minutes: float, objective: str, lr: float, seed: int,
+             out: Path) -> dict:
+    """The refined checkpoint in `out` (made once; a kill leaves none), its card's record."""
+    from ..checkpoint import load, read_card
+    from ..refine import RefineConfig, refine_checkpoint
+
+    if not (out / "model.safetensors").is_file():
+        cfg = RefineConfig(objective=objective, steps=None, minutes=minutes, lr=lr, seed=seed)
+        refine_checkpoint(load(parent), target.peptide, cfg, out)
+    rec = read_card(out).raw["refined"]
+    return {k: rec[k] for k in ("objective", "steps", "wall_time_s", "rollbacks", "ess_before",
+                                "ess_after", "n_fresh", "tau", "tau_before")}
+
+
+def _means(rows: list[dict], budgets: list[str]) -> dict:
+    out = {}
+    for b in ["before"] + budgets:
+        have = [r[b] for r in rows if b in r]
+        if have:
+            out[b] = {"n_sequences": len(have),
+                      **{k: float(np.mean([h[k] for h in have])) for k in METRICS}}
+    for b in budgets:  # ratios over the sequences that have both (like for like)
+        pairs = [(r["before"], r[b]) for r in rows if b in r and "before" in r]
+        if pairs:
+            mean = {k: [float(np.mean([p[i][k] for p in pairs])) for i in (0, 1)]
+                    for k in ("ess_fraction", "reweighted_e_w2")}
+            out[b]["ess_ratio_of_means"] = mean["ess_fraction"][1] / mean["ess_fraction"][0]
+            out[b]["ess_ratio_per_sequence"] = [a["ess_fraction"] / max(p["ess_fraction"], 1e-12)
+                                                for p, a in pairs]
+            out[b]["e_w2_not_worse"] = bool(mean["reweighted_e_w2"][1]
+                                            <= mean["reweighted_e_w2"][0])
+    return out
+
+
+def run(sequences: str = "AR,DY,FR,GT,HC", minutes: str = "10,30", model: str = "dipeptides",
+        termini: str = "zwitterionic", objective: str = "rkl", lr: float = 3e-5,
+        n: int = 10_000, seed: int = 0, lag: int = 10, reference_dir: str = "",
+        runs: str = "runs/refine_dipeptides", out_dir: str = "results") -> dict:
+    """Refine and evaluate; rows written to out_dir/refine_dipeptides.json as they come."""
+    from ..checkpoint import read_card, resolve
+
+    parent = resolve(model)
+    preset = read_card(parent).raw["training"]["data"]["preset"]
+    ref_dir = Path(reference_dir) if reference_dir else Path("assets/reference") / model
+    budgets = [m.strip() for m in minutes.split(",") if m.strip()]
+    rows, t0 = [], time.perf_counter()
+    setup = {"model": model, "termini": termini, "objective": objective, "lr": lr, "n": n,
+             "seed": seed, "lag": lag, "minutes": [float(b) for b in budgets],
+             "command": f"python -m arbg_core.bench.refine_dipeptides --sequences {sequences} "
+                        f"--minutes {minutes} --objective {objective} --lr {lr} --n {n}"}
+
+    def emit() -> dict:
+        result = {**setup, "rows": rows, "mean": _means(rows, budgets),
+                  "wall_s": time.perf_counter() - t0}
+        write(out_dir, "refine_dipeptides", result)
+        return result
+
+    for seq in [s.strip() for s in sequences.split(",") if s.strip()]:
+        target, base = _target(seq, termini, preset, ref_dir), Path(runs) / seq
+        row = {"sequence": seq, "before": _evaluate(parent, target, n, seed, lag,
+                                                   base / "before")}
+        rows.append(row)
+        for b in budgets:
+            ck = base / f"refined_{objective}_{b}min"
+            refine = _refined(parent, target, float(b), objective, lr, seed, ck)
+            row[b] = _evaluate(ck, target, n, seed, lag, ck.parent / (ck.name + "_eval"))
+            row[b]["refine"] = refine
+            emit()
+    return emit()
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return cli(run, __doc__, argv, show=lambda r: print(r["mean"]))
+
+
+if __name__ == "__main__":
+    main()
