@@ -103,6 +103,14 @@ class AppRun:
         """Fraction of the total weight carried by the k heaviest samples."""
         return float(np.sort(self.weights)[::-1][:k].sum())
 
+    def _dropped_meaning(self) -> str:
+        n_inverted = self.ensemble.extras.get("inverted_dropped")
+        if n_inverted is None:
+            return "mixed chirality: weight 0"
+        return (f"mixed chirality, or every center inverted ({n_inverted} here: under 1 % of the "
+                "samples, so weight 0 instead of mirroring them; exact either way, and no mirror "
+                "image needs scoring)")
+
     def summary_rows(self) -> list[dict]:
         """The numbers the Home page shows, each with what it means."""
         ens, r = self.ensemble, self.result
@@ -112,7 +120,7 @@ class AppRun:
             ("samples drawn", c["n"], "proposals from the model"),
             ("kept", c["kept"], "chirality as built"),
             ("mirrored", c["mirrored"], "every chiral center inverted: mirrored x -> -x (same energy)"),
-            ("dropped", c["dropped"], "mixed chirality: weight 0"),
+            ("dropped", c["dropped"], self._dropped_meaning()),
             ("infinite energy", c["infinite_energy"], "exploded or overlapping atoms: weight 0"),
             ("clipped", c["clipped"], f"the {r.config.clip_fraction:.1%} largest log weights: "
              "weight set to zero (log w = -inf), so no single sample can dominate"),
@@ -125,7 +133,7 @@ class AppRun:
             rows.append(("SMC resampling steps", ens.extras["n_resamples"],
                          "times the particles were resampled between residues"))
         stages = {"sample": "drawing samples (model)",
-                  "energy_and_reweight": "mirror scoring + energies + weights"}
+                  "energy_and_reweight": "energies + weights (+ mirror scoring)"}
         times = {**self.prep_timings, **{stages.get(k, k): v for k, v in r.timings.items()}}
         rows += [(f"time: {k}", f"{v:.2f} s", "wall clock") for k, v in times.items()]
         if self.threads:

@@ -22,7 +22,7 @@ from .energy import EnergyModel
 from .files import write_json
 from .flags import option
 from .peptide import Peptide
-from .reweight import ReweightedEnsemble, chiral_centers, handedness, reweight
+from .reweight import INVERTED, ReweightedEnsemble, chiral_centers, handedness, reweight
 from .sampling import check_ready, log_prob, model_device, resolve_device, sample
 
 Progress = Callable[[str, int, int], None]
@@ -46,6 +46,10 @@ class SampleConfig:
                        choices=METHODS)
     reweight: bool = option(True, "skip energies and weights")
     clip_fraction: float = option(0.002, "largest fraction of log weights dropped")
+    inverted: str = option("auto", "samples with every chiral center inverted: mirror them and "
+                         "weight every sample by q(y) + q(-y) (one more model pass), drop them "
+                         "(weight 0; exact too), or auto: drop when under 1 %% of the samples are "
+                         "inverted", choices=INVERTED)
     energy_chunk: int = option(500, "frames per energy evaluation call")
     smc_threshold: float = option(0.5, "SMC: resample when the normalized ESS falls below this "
                                 "(0: never)")
@@ -60,6 +64,8 @@ class SampleConfig:
         if self.method not in METHODS:
             raise SettingError("method", f"{self.method!r} is an unknown sampling method; choose "
                                f"{' or '.join(METHODS)}")
+        if self.inverted not in INVERTED:
+            raise SettingError("inverted", f"{self.inverted!r} is not one of {', '.join(INVERTED)}")
         if self.method == "smc" and not self.reweight:
             raise SettingError("reweight", "cannot be off for SMC: it weights particles as it "
                                "grows them and cannot run without energies", joint=True)
@@ -149,7 +155,8 @@ def run_sampling(loaded: LoadedModel, pep: Peptide, cfg: SampleConfig = SampleCo
         signs = handedness(pep.xyz[None], centers)[0]
         t0 = time.perf_counter()
         ensemble = reweight(xyz, log_q, energy_fn, log_q_fn=log_q_fn, centers=centers,
-                            reference_signs=signs, clip_fraction=cfg.clip_fraction)
+                            reference_signs=signs, clip_fraction=cfg.clip_fraction,
+                            inverted=cfg.inverted)
         timings["energy_and_reweight"] = time.perf_counter() - t0
         report("reweight", 1, 1)
     return SampleResult(pep, cfg, tau, preset, str(device), loaded.name, xyz, log_q, ensemble,

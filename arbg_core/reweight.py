@@ -255,6 +255,16 @@ def ensemble_from_log_weights(xyz: np.ndarray, log_q: np.ndarray, u: np.ndarray,
 
 
 MIRROR_SKIP_BOUND = 2.0 ** -53  # the weight mass left to a one-sided log q: float64 round-off
+# How a sample with every chiral center inverted is treated (DESIGN §8):
+#   "mirror": mirrored x -> -x, and every kept or mirrored sample is weighted with its two-sided
+#       density q(y) + q(-y) (one more teacher-forced pass per sample);
+#   "drop": weight 0 like a mixed one, the others keep their own q(x): SNIS on the L-isomer
+#       with the proposal q restricted to it, exact too, and no mirror image is ever scored;
+#   "auto": "drop" when fewer than AUTO_MIRROR_FROM of the samples are inverted (a trained
+#       model: the shipped ala2 draws 17 in 100,000, so at most that fraction is lost), else
+#       "mirror" (an early or transferable model mirrors a third of its samples: worth keeping).
+INVERTED = ("auto", "mirror", "drop")
+AUTO_MIRROR_FROM = 0.01
 
 
 def _mirror_rounds(one_sided, two_sided, n_clip, log_q_mirror, log_q, u):
@@ -285,7 +295,8 @@ def _mirror_rounds(one_sided, two_sided, n_clip, log_q_mirror, log_q, u):
 
 def reweight(xyz: np.ndarray, log_q: np.ndarray, energy_fn, *, log_q_fn=None,
              centers: np.ndarray | None = None, reference_signs: np.ndarray | None = None,
-             clip_fraction: float = 0.002, method: str = "snis") -> ReweightedEnsemble:
+             clip_fraction: float = 0.002, method: str = "snis",
+             inverted: str = "mirror") -> ReweightedEnsemble:
     """SNIS of proposal samples to exp(-u): chirality fix, energies, weights, clipping, ESS.
 
     xyz (B, A, 3) nm as drawn, log_q (B,) their proposal log density; `energy_fn(xyz) -> u (B,)`
@@ -302,6 +313,9 @@ def reweight(xyz: np.ndarray, log_q: np.ndarray, energy_fn, *, log_q_fn=None,
     Without `log_q_fn` the drawn sample's own log q(x) is used; for an energy invariant under
     inversion that is also consistent (p(x)/q(x) carries over to the fixed sample), but the
     two-sided density is its Rao-Blackwellization and has lower weight variance.
+    `inverted` ("mirror", "drop" or "auto", see INVERTED) says what all-inverted samples get;
+    with "drop" they are DROPPED, the rest keep log q(x) and no mirror image is scored
+    (extras["inverted"] records the choice and extras["inverted_dropped"] their count).
     """
     xyz = np.asarray(xyz)
     if xyz.ndim == 2:
@@ -312,12 +326,19 @@ def reweight(xyz: np.ndarray, log_q: np.ndarray, energy_fn, *, log_q_fn=None,
     if (centers is None) != (reference_signs is None):
         raise ValueError("give both centers and reference_signs, or neither")
     check = centers is not None and len(np.asarray(reference_signs).reshape(-1)) > 0
+    if inverted not in INVERTED:
+        raise ValueError(f"inverted must be one of {', '.join(INVERTED)}, got {inverted!r}")
+    extras = {}
     if check:
         fixed, status = fix_chirality(xyz, centers, reference_signs)
+        extras["inverted"] = _inverted_rule(inverted, status)
+        if extras["inverted"] == "drop":
+            flipped = status == MIRRORED
+            fixed[flipped], status[flipped] = xyz[flipped], DROPPED
+            extras["inverted_dropped"] = int(flipped.sum())
     else:
         fixed, status = np.array(xyz, copy=True), np.zeros(len(xyz), np.int8)
     live = status != DROPPED
-    extras = {}
     u = np.full(len(xyz), np.nan)
     if live.any():
         u[live] = np.asarray(energy_fn(fixed[live]), dtype=np.float64).reshape(-1)
@@ -325,7 +346,7 @@ def reweight(xyz: np.ndarray, log_q: np.ndarray, energy_fn, *, log_q_fn=None,
     # A draw with log q = -inf came from outside the parametrization (a body-frame model's
     # tokens with b_x <= 0 or c_y <= 0, DESIGN §17): weight 0, whatever its mirror image.
     two_sided = live & (log_q > -np.inf) & np.isfinite(u)
-    if check and log_q_fn is not None and two_sided.any():
+    if check and log_q_fn is not None and two_sided.any() and extras["inverted"] == "mirror":
         log_q_mirror = np.full(len(xyz), np.nan)
         one_sided = log_weights(u, log_q)  # (B,) an upper bound of every final log w
         n_clip = int(np.floor(clip_fraction * np.sum(np.isfinite(one_sided))))
@@ -338,3 +359,10 @@ def reweight(xyz: np.ndarray, log_q: np.ndarray, energy_fn, *, log_q_fn=None,
     log_w = log_weights(np.where(live, u, np.inf), log_q_used)
     return ensemble_from_log_weights(fixed, log_q_used, u, log_w, status, clip_fraction, method,
                                      extras)
+
+
+def _inverted_rule(inverted: str, status: np.ndarray) -> str:
+    """"mirror" or "drop" for this set of samples (see INVERTED)."""
+    if inverted != "auto":
+        return inverted
+    return "mirror" if np.mean(status == MIRRORED) >= AUTO_MIRROR_FROM else "drop"

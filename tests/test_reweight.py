@@ -181,6 +181,54 @@ def test_two_sided_proposal_density_is_used_and_exact():
     assert ens.ess > 1.3 * one_sided.ess
 
 
+def test_dropping_inverted_samples_is_exact_and_scores_no_mirror_image():
+    """inverted="drop": all-inverted samples get weight 0 and the rest keep q(x) (SNIS on the
+    L-isomer with q restricted to it): consistent, and the model is never called again."""
+    rng = np.random.default_rng(11)
+    x = _MU + 1.2 * rng.normal(size=(40_000, 4, 3))
+    log_q_fn = lambda y: _gauss_log_density(y, _MU, 1.2)  # noqa: E731
+    energy = lambda y: 0.5 * np.sum(np.asarray(y, np.float64) ** 2, axis=(1, 2))  # noqa: E731
+    calls = []
+
+    def counted(y):
+        calls.append(len(y))
+        return log_q_fn(y)
+
+    inverted = np.all(R.handedness(x, _CENTER) == -1, axis=1)
+    drop = R.reweight(x, log_q_fn(x), energy, log_q_fn=counted, centers=_CENTER,
+                      reference_signs=np.array([1]), clip_fraction=0.0, inverted="drop")
+    assert calls == [] and drop.counts["mirrored"] == 0 and drop.extras["inverted"] == "drop"
+    assert drop.extras["inverted_dropped"] == inverted.sum() > 10_000
+    np.testing.assert_array_equal(drop.weights[inverted], 0.0)
+    np.testing.assert_allclose(drop.log_q[~inverted], log_q_fn(x)[~inverted])
+    y, w = drop.xyz.astype(np.float64), drop.weights
+    np.testing.assert_array_equal(R.handedness(y[w > 0], _CENTER)[:, 0], 1)
+    # E|y|^2 = 12 exactly under the target restricted to positive handedness (u(-x) = u(x))
+    f = np.sum(y ** 2, axis=(1, 2))
+    m = w @ f
+    assert abs(m - 12.0) < 4 * np.sqrt(w ** 2 @ (f - m) ** 2)
+    with pytest.raises(ValueError, match="inverted must be one of"):
+        R.reweight(x[:4], log_q_fn(x[:4]), energy, centers=_CENTER,
+                   reference_signs=np.array([1]), inverted="flip")
+
+
+@pytest.mark.parametrize("sd, rule", [(1.2, "mirror"), (0.12, "drop")])
+def test_auto_drops_inverted_samples_only_when_they_are_rare(sd, rule):
+    x = _MU + sd * np.random.default_rng(12).normal(size=(20_000, 4, 3))
+    inverted = np.all(R.handedness(x, _CENTER) == -1, axis=1)
+    assert inverted.any() and (inverted.mean() >= R.AUTO_MIRROR_FROM) == (rule == "mirror")
+    calls = []
+
+    def log_q_fn(y):
+        calls.append(len(y))
+        return _gauss_log_density(y, _MU, sd)
+
+    ens = R.reweight(x, log_q_fn(x), lambda y: np.zeros(len(y)), log_q_fn=log_q_fn,
+                     centers=_CENTER, reference_signs=np.array([1]), inverted="auto")
+    assert ens.extras["inverted"] == rule and (len(calls) > 1) == (rule == "mirror")
+    assert (ens.counts["mirrored"] == inverted.sum()) == (rule == "mirror")
+
+
 @pytest.mark.parametrize("clip", [0.0, 0.002])
 def test_mirror_scoring_skips_only_what_cannot_matter(clip):
     """Mirror images are scored only where the weight can matter; the weights equal those of
