@@ -326,18 +326,8 @@ def reweight(xyz: np.ndarray, log_q: np.ndarray, energy_fn, *, log_q_fn=None,
     if (centers is None) != (reference_signs is None):
         raise ValueError("give both centers and reference_signs, or neither")
     check = centers is not None and len(np.asarray(reference_signs).reshape(-1)) > 0
-    if inverted not in INVERTED:
-        raise ValueError(f"inverted must be one of {', '.join(INVERTED)}, got {inverted!r}")
     extras = {}
-    if check:
-        fixed, status = fix_chirality(xyz, centers, reference_signs)
-        extras["inverted"] = _inverted_rule(inverted, status)
-        if extras["inverted"] == "drop":
-            flipped = status == MIRRORED
-            fixed[flipped], status[flipped] = xyz[flipped], DROPPED
-            extras["inverted_dropped"] = int(flipped.sum())
-    else:
-        fixed, status = np.array(xyz, copy=True), np.zeros(len(xyz), np.int8)
+    fixed, status = _fixed(xyz, centers if check else None, reference_signs, inverted, extras)
     live = status != DROPPED
     u = np.full(len(xyz), np.nan)
     if live.any():
@@ -361,8 +351,19 @@ def reweight(xyz: np.ndarray, log_q: np.ndarray, energy_fn, *, log_q_fn=None,
                                      extras)
 
 
-def _inverted_rule(inverted: str, status: np.ndarray) -> str:
-    """"mirror" or "drop" for this set of samples (see INVERTED)."""
-    if inverted != "auto":
-        return inverted
-    return "mirror" if np.mean(status == MIRRORED) >= AUTO_MIRROR_FROM else "drop"
+def _fixed(xyz: np.ndarray, centers, reference_signs, inverted: str, extras: dict):
+    """The chirality fix under the rule `inverted` (INVERTED): -> (fixed xyz, status); the rule
+    applied and, with "drop", the count of inverted samples dropped go into `extras`."""
+    if inverted not in INVERTED:
+        raise ValueError(f"inverted must be one of {', '.join(INVERTED)}, got {inverted!r}")
+    if centers is None:
+        return np.array(xyz, copy=True), np.zeros(len(xyz), np.int8)
+    fixed, status = fix_chirality(xyz, centers, reference_signs)
+    flipped = status == MIRRORED
+    rule = inverted if inverted != "auto" else (
+        "mirror" if flipped.mean() >= AUTO_MIRROR_FROM else "drop")
+    extras["inverted"] = rule
+    if rule == "drop":
+        fixed[flipped], status[flipped] = xyz[flipped], DROPPED
+        extras["inverted_dropped"] = int(flipped.sum())
+    return fixed, status
