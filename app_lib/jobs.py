@@ -8,6 +8,7 @@ The functions below keep the job in st.session_state and show its progress.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -102,6 +103,9 @@ class Job(ThreadJob):
                 self._resized = time.monotonic()
                 self._report("sample", 0, self.cfg.n)
                 self.result = run_sampling(loaded, pep, self.cfg, progress=self._report)
+            _log(f"{self.label}: {self.cfg.n} samples in {time.monotonic() - self.started:.2f} s "
+                 f"({', '.join(f'{k} {v:.2f} s' for k, v in self.result.timings.items())}; "
+                 f"threads up to {self.meta['threads']})")
         except BaseException as e:  # noqa: BLE001  (shown to the user, never re-raised in a thread)
             self.error = e
 
@@ -119,6 +123,11 @@ class Job(ThreadJob):
         text += f" — ETA {eta:.0f} s" if eta is not None else ""
         return {**p, "fraction": min(max(frac, 0.0), 1.0), "eta_s": eta,
                 "elapsed_s": now - self.started, "text": text}
+
+
+def _log(message: str) -> None:
+    """One line on the server's stderr (an operator's record; never shown on a page)."""
+    print(f"arbg job {message}", file=sys.stderr, flush=True)
 
 
 def _job() -> Job | None:

@@ -16,6 +16,8 @@ fails ("partially initialized module 'pandas'").
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 
 import pandas  # noqa: F401  (see below)
 import streamlit as st
@@ -82,8 +84,28 @@ def device() -> str:
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _load_model(path: str, stamp: float):
-    """Shared by all sessions: eval mode, already on the run device, never mutated."""
-    return checkpoint.load(path, device=device())
+    """Shared by all sessions: eval mode, already on the run device, never mutated. Loaded with
+    one torch thread: see `one_team`."""
+    with one_team():
+        return checkpoint.load(path, device=device())
+
+
+@contextmanager
+def one_team():
+    """Run the torch work of a script thread with one thread. torch's CPU threads are OpenMP
+    teams, one per thread that runs parallel work, and a team's threads live as long as the
+    thread that made it. While more OpenMP threads exist than cores, libgomp stops spinning
+    between parallel regions: a job's thread then sampled at half speed (2,000 ala2 samples in
+    16.8 s instead of 8 s, its second thread idle half the time) beside the team a page's script
+    thread had made loading the model. So only job threads (jobs.py) get a team."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def load_model(entry: cat.ModelEntry):

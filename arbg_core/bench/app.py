@@ -110,6 +110,8 @@ def _condition(serve, n: int, busy: int) -> dict:
                     browser.close()
             finally:
                 serve.stop(proc)
+            log.seek(0)  # the server's own account of the run (app_lib.jobs logs one line)
+            result["server_job_log"] = [line.strip() for line in log if "arbg job" in line]
     finally:
         for h in hogs:
             h.kill()
