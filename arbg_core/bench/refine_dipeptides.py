@@ -113,7 +113,7 @@ def run(sequences: str = "AR,DY,FR,GT,HC", minutes: str = "10,30", model: str = 
                                                    base / "before")}
         rows.append(row)
         for b in budgets:
-            ck = base / f"refined_{objective}_{b}min"
+            ck = base / f"refined_{objective}_lr{lr:g}_{b}min"
             refine = _refined(parent, target, float(b), objective, lr, seed, ck)
             row[b] = _evaluate(ck, target, n, seed, lag, ck.parent / (ck.name + "_eval"))
             row[b]["refine"] = refine
