@@ -60,17 +60,10 @@ def reference_for_plots(run: AppRun, energies: bool = False) -> Overlay | None:
     reference (its energies only when `energies`), else None."""
     if run.comparison is not None:
         return run.comparison.overlay()
-    from arbg_core.metrics import ramachandran_angles
-    from arbg_core.report import check_compatible
-
     system = run.result.peptide.name
-    traj = state.shipped_reference(run.model_name, system)
-    if traj is None:
-        return None
-    try:
-        check_compatible(traj, run.topology)
-    except ValueError:
-        return None  # a transferable model's reference of another system
-    phi, psi, _ = ramachandran_angles(traj)
+    found = state.reference_angles(run.model_name, system, run.topology)  # cached
+    if found is None:
+        return None  # none shipped, or a transferable model's reference of another system
+    (phi, psi), _ = found
     u = state.shipped_reference_energies(run.model_name, system, run.result.preset) if energies else None
     return Overlay("reference (shipped MD)", (phi, psi), u)

@@ -90,3 +90,19 @@ def unserved(entries, sequence: str, termini: str) -> None:
     with st.expander("The same with the command line"):
         st.code(cat.build_commands(sequence, termini), language="bash", wrap_lines=True)
     st.stop()
+
+
+def reference_preview(model_name: str, pep) -> None:
+    """Before a run: the system's shipped reference MD as a Ramachandran map (what the samples
+    will be compared with), in a collapsed expander; nothing when the model ships none."""
+    found = state.reference_angles(model_name, pep.name, pep.topology)
+    if found is None:
+        return
+    from arbg_core import plots
+
+    angles, labels = found
+    with st.expander("What molecular dynamics says about this system (the reference)"):
+        st.caption("The shipped reference MD of this system as a Ramachandran map: the same "
+                   "scale as on the Ramachandran page, where your samples join it.")
+        st.plotly_chart(plots.ramachandran_figure({"reference (shipped MD)": (angles, None)},
+                                                  labels), width="content")

@@ -143,13 +143,17 @@ def busy() -> bool:
 
 def preload(entry: ModelEntry, sequence: str, termini: str):
     """(loaded model, peptide) of the chosen system, built now (both are cached for every
-    session), so a click on Sample starts sampling at once; (None, None) if either fails (the
+    session), with the shipped reference's energies for the Energy page, so a click on Sample
+    starts sampling at once and the pages open faster; (None, None) if either fails (the
     click then says why) or while a run is in progress (its CPU time is not taken)."""
     if busy():
         return None, None
     try:
         with st.spinner("Loading the model and building the peptide..."):
-            return state.load_model(entry), state.peptide(sequence, termini)
+            loaded, pep = state.load_model(entry), state.peptide(sequence, termini)
+            if state.reference_angles(entry.name, pep.name, pep.topology) is not None:
+                state.shipped_reference_energies(entry.name, pep.name, loaded.config.preset)
+            return loaded, pep
     except (ValueError, OSError):
         return None, None
 

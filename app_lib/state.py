@@ -142,6 +142,30 @@ def _reference_energies(path: str, stamp: float, preset: str):
     return EnergyModel(traj.topology, preset).reduced_energy(traj.xyz[::stride])  # context made and dropped here
 
 
+def reference_angles(model_name: str, system: str, topology):
+    """((phi, psi), residue labels) of `shipped_reference(model_name, system)` when it fits
+    `topology` (a transferable model's reference of another system does not), else None."""
+    from arbg_core.metrics import ramachandran_labels
+    from arbg_core.report import check_compatible
+
+    path = reference_path(model_name, system)
+    if path is None:
+        return None
+    try:
+        check_compatible(_shipped_reference(str(path), path.stat().st_mtime), topology)
+    except ValueError:
+        return None
+    phi, psi, idx = _reference_angles(str(path), path.stat().st_mtime)
+    return (phi, psi), ramachandran_labels(topology, idx)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _reference_angles(path: str, stamp: float):
+    from arbg_core.metrics import ramachandran_angles
+
+    return ramachandran_angles(_shipped_reference(path, stamp))
+
+
 def shipped_reference_energies(model_name: str, system: str | None, preset: str):
     """Reduced energies (kT) of `shipped_reference(model_name, system)` under `preset`, of every
     k-th frame so that at most MAX_REFERENCE_ENERGIES are computed (for the plots' histograms;

@@ -4,7 +4,8 @@ import streamlit as st
 
 from app_lib import catalog as cat
 from app_lib import jobs, refining, state
-from app_lib.home import apply_record, default_typed_system, offer_other_termini, unserved
+from app_lib.home import (apply_record, default_typed_system, offer_other_termini,
+                          reference_preview, unserved)
 from app_lib.notices import LOW_ESS
 from app_lib.paths import models_dir
 from app_lib.text import plain
@@ -72,6 +73,8 @@ name = st.selectbox("Model", list(models), key=state.K_MODEL, persist_state="ses
 entry = models[name]
 refining.control(entry, sequence, termini)  # transferable: "Refine for this sequence"
 loaded, pep = jobs.preload(entry, sequence, termini)  # while the user reads: not after the click
+if pep is not None and not jobs.busy() and jobs.current_run() is None:
+    reference_preview(name, pep)  # also loads the plotting code before the click
 
 for key, default in ((state.tau_key(name), entry.tau), (state.K_N, 2000), (state.K_SEED, 0),
                      (state.K_METHOD, "SNIS")):

@@ -362,3 +362,15 @@ def test_every_page_with_a_transferable_dipeptide_run(tmp_path, monkeypatch, mod
     fig = json.loads(at.get("plotly_chart")[0].proto.spec)
     titles = [a["text"] for a in fig["layout"]["annotations"]]
     assert {"reference (shipped MD)", "φ ARG2 / ψ ALA1"} <= set(titles), titles  # column, row
+
+
+def test_home_previews_the_reference_md_until_a_run_exists(models_dir):
+    """Before any run, Home shows the shipped reference MD as a Ramachandran map (the same
+    figure the Ramachandran page draws it in); once the run is there, that page has it."""
+    at = fresh()
+    assert not at.exception
+    labels = [e.label for e in at.expander]
+    assert any("What molecular dynamics says" in lab for lab in labels)
+    assert "reference (shipped MD)" in rendered(at)
+    sample(at, n=32)
+    assert not any("What molecular dynamics says" in e.label for e in at.expander)
