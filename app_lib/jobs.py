@@ -67,7 +67,7 @@ class Job(ThreadJob):
         self.meta: dict = {}  # model_name, settings, prep_timings: what AppRun needs besides the result
         self.result: SampleResult | None = None
         self.error: BaseException | None = None
-        self.started = time.monotonic()
+        self.started, self.started_unix = time.monotonic(), time.time()
         self._lock = threading.Lock()
         self._progress = {"stage": "queued", "done": 0, "total": cfg.n, "since": self.started}
         self._thread_for(loaded, pep, f"arbg-sample-{label}")
@@ -105,7 +105,8 @@ class Job(ThreadJob):
                 self.result = run_sampling(loaded, pep, self.cfg, progress=self._report)
             _log(f"{self.label}: {self.cfg.n} samples in {time.monotonic() - self.started:.2f} s "
                  f"({', '.join(f'{k} {v:.2f} s' for k, v in self.result.timings.items())}; "
-                 f"threads up to {self.meta['threads']})")
+                 f"threads up to {self.meta['threads']}; unix time {self.started_unix:.2f} to "
+                 f"{time.time():.2f})")
         except BaseException as e:  # noqa: BLE001  (shown to the user, never re-raised in a thread)
             self.error = e
 

@@ -90,11 +90,15 @@ class Session:
     def sample_button(self):
         return self.page.get_by_role("button", name="Sample", exact=True)
 
-    def start_sampling(self, n: int, seed: int) -> None:
+    def fill_sampling(self, n: int, seed: int) -> None:
+        """Type the sample count and seed into Home's form (no run yet: a form waits)."""
         for label, value in (("Number of samples", n), ("Seed", seed)):
             box = self.page.get_by_role("spinbutton", name=label)
             box.fill(str(value))
             box.press("Tab")
+
+    def start_sampling(self, n: int, seed: int) -> None:
+        self.fill_sampling(n, seed)
         self.sample_button.click()
 
     def wait_sampled(self, n: int) -> None:
