@@ -22,7 +22,7 @@ import numpy as np
 from .common import cli, write
 
 METRICS = ("ess_fraction", "reweighted_e_w2", "reweighted_t_w2", "reweighted_tica_w2",
-           "dropped_fraction", "mirrored_fraction")
+           "noise_floor_e_w2", "noise_floor_t_w2", "dropped_fraction", "mirrored_fraction")
 
 
 def _target(seq: str, termini: str, preset: str, reference_dir: Path):
