@@ -32,6 +32,9 @@ def add_parser(sub):
                    "folder of an earlier run of the same command)")
     p.add_argument("--plan-only", action="store_true", help="measure the rates, print and "
                    "write the plan, and stop (the same command without it then runs the plan)")
+    p.add_argument("--md-shard", metavar="i/n", help="MD over several machines: run only every "
+                   "n-th MD replica from i and stop. Make the plan first (--plan-only) and copy "
+                   "DIR to each machine; then copy DIR/md back and rerun without this flag")
     p.set_defaults(func=cmd_fit)
     return p
 
@@ -48,6 +51,17 @@ def cmd_fit(args) -> None:
     except ValueError as e:
         raise UsageError(str(e)) from None
     check_device(cfg.device)
+    if args.md_shard:
+        from .commands import _parse_shard
+        from .fit import run_md_shard
+
+        try:
+            done = run_md_shard(args.out, sequence, args.termini, cfg, _parse_shard(args.md_shard))
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        print(f"MD shard {args.md_shard}: {', '.join(done)} done; copy them into the fit "
+              "folder of the machine that runs the rest")
+        return
     try:
         fit = run_fit(args.out, sequence, args.termini, cfg, plan_only=args.plan_only)
     except ValueError as e:  # the folder, a setting the plan cannot meet

@@ -189,6 +189,22 @@ def run_fit(out: str | Path, sequence: str, termini: str, cfg: FitConfig,
         os.close(held)
 
 
+def run_md_shard(out: str | Path, sequence: str, termini: str, cfg: FitConfig,
+                 shard: tuple[int, int]) -> list[str]:
+    """Run the MD replicas i, i + n, ... of the fit in `out` to their full length and stop
+    (`arbg fit --md-shard i/n`): MD over several machines, each with a copy of the folder. The
+    plan must exist (`--plan-only`), so that every machine runs the same replicas. No fit lock:
+    shards share nothing but the plan. Returns the replica folders run (relative to `out`)."""
+    fit = Fit(Path(out), request_of(sequence, termini, cfg), cfg)
+    open_folder(fit.out, fit.request)
+    if not fit.path("plan.json").is_file():
+        raise ValueError(f"{out} has no plan yet: run the same command with --plan-only first "
+                         "and copy the folder to every machine, so that all shards share it")
+    fit.plan = read_json(fit.path("plan.json"))
+    record = md_stage(fit, shard=shard)
+    return list(record["runs"])
+
+
 def _run_stages(fit: Fit) -> None:
     for stage in STAGES:
         if stage in fit.state["done"]:

@@ -101,11 +101,14 @@ def _frames_done(jobs) -> int:
     return sum(read_json(p)["frames_done"] for p in states if p.is_file())
 
 
-def md_stage(fit) -> dict:
-    """Every replica to its full length, `parallel` processes at a time."""
+def md_stage(fit, shard: tuple[int, int] | None = None) -> dict:
+    """Every replica to its full length, `parallel` processes at a time (with `shard` (i, n):
+    the replicas i, i + n, ... only)."""
     import multiprocessing as mp
 
     jobs, pep = md_jobs(fit), fit.peptide
+    if shard is not None:
+        jobs = jobs[shard[0]::shard[1]]
     total = sum(c.n_frames for _, c in jobs)
     track = Tracker(fit, "md", total, "frame", initial=_frames_done(jobs))
     t0 = time.perf_counter()

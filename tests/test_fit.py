@@ -168,3 +168,30 @@ def test_a_fit_folder_refuses_another_command(tmp_path, capsys):
             tmp_path / "new", match="md_ns")
     with pytest.raises(ValueError, match="taus"):
         FitConfig(taus="0.9,nine")
+
+
+def test_md_shards_run_their_replicas_and_the_fit_takes_them_over(tmp_path, capsys):
+    """`--md-shard i/n`: each machine (here: each call) runs every n-th replica of the shared
+    plan and stops; the fit then finds them finished and simulates nothing again."""
+    from arbg_core.fit import Fit
+    from arbg_core.fit_stages import md_jobs, md_stage
+
+    out = tmp_path / "fit"
+    refuses(capsys, "fit", *FLAGS, "--out", out, "--md-shard", "0/2", match="--plan-only")
+    refuses(capsys, "fit", *FLAGS, "--out", out, "--md-shard", "2/2", match="i/n")
+    assert run_cli(capsys, "fit", *FLAGS, "--out", out, "--plan-only")[0] == 0
+    plan = _json(out / "plan.json")
+    fit = Fit(out, _json(out / "fit.json"), config_from(FitConfig, build_parser().parse_args(
+        ["fit", *FLAGS, "--out", str(out)])), plan=plan)
+    names = [str(folder.relative_to(out)) for folder, _ in md_jobs(fit)]
+    assert len(names) == 2 * plan["md"]["replicas"]
+    for i in range(2):
+        rc, text, err = run_cli(capsys, "fit", *FLAGS, "--out", out, "--md-shard", f"{i}/2")
+        assert rc == 0, err
+        assert all(name in text for name in names[i::2])
+        assert not any(name in text for name in names[1 - i::2])
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "md").rglob("*.dcd")}
+    assert stamps and all(_json(out / name / "state.json")["frames_done"] > 0 for name in names)
+    record = md_stage(fit)  # what the fit's MD stage does next: nothing left to simulate
+    assert set(record["runs"]) == set(names)
+    assert {p: p.stat().st_mtime_ns for p in (out / "md").rglob("*.dcd")} == stamps
