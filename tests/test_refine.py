@@ -157,7 +157,7 @@ def test_cli_needs_a_budget(tiny_checkpoint, tmp_path, capsys):
     assert "give a budget: steps or minutes" in capsys.readouterr().err
 
 
-def test_dipeptide_benchmark_means_and_ratios():
+def test_dipeptide_benchmark_means_and_ratios(tmp_path):
     """The #19 table's summary: means per budget over the sequences measured so far, the ESS
     ratio against the parent, and whether the reweighted E-W2 got worse."""
     from arbg_core.bench.refine_dipeptides import METRICS, _means
@@ -175,3 +175,13 @@ def test_dipeptide_benchmark_means_and_ratios():
     assert m["10"]["ess_ratio_per_sequence"] == pytest.approx([4.0, 2.0])
     assert m["10"]["ess_ratio_of_means"] == pytest.approx(2.5)
     assert m["10"]["e_w2_not_worse"] is False  # 4.0 > 3.0, the parent's on AR and DY
+    # the README table of such a result
+    from arbg_core.bench.refine_dipeptides import table
+    from arbg_core.files import write_json
+
+    for r in rows[:2]:
+        r["10"]["refine"] = {"steps": 60, "rollbacks": 1}
+    write_json(tmp_path / "r.json", {"minutes": [10.0], "rows": rows, "mean": m})
+    text = table(str(tmp_path / "r.json"))
+    assert "| AR | 10 min | 0.400 % |" in text and "| FR | no (parent) | 0.200 % |" in text
+    assert "**mean of 2** | 10 min | 0.500 % |" in text and "ESS x2.5" in text

@@ -121,6 +121,37 @@ def run(sequences: str = "AR,DY,FR,GT,HC", minutes: str = "10,30", model: str = 
     return emit()
 
 
+def table(path: str = "results/refine_dipeptides.json") -> str:
+    """The README table of a result file: per sequence and budget, then the means."""
+    from ..files import read_json
+
+    d = read_json(path)
+    budgets = [f"{m:g}" for m in d["minutes"]]
+    lines = ["| sequence | refined | ESS | reweighted E-W2 (floor) | T-W2 (floor) | TICA-W2 | "
+             "dropped | mirrored | refine steps (rollbacks) |", "|---" * 9 + "|"]
+
+    def line(name, label, r, extra="—"):
+        lines.append(f"| {name} | {label} | {100 * r['ess_fraction']:.3f} % | "
+                     f"{r['reweighted_e_w2']:.2f} ({r['noise_floor_e_w2']:.2f}) | "
+                     f"{r['reweighted_t_w2']:.2f} ({r['noise_floor_t_w2']:.2f}) | "
+                     f"{r['reweighted_tica_w2']:.2f} | {100 * r['dropped_fraction']:.1f} % | "
+                     f"{100 * r['mirrored_fraction']:.1f} % | {extra} |")
+
+    for row in d["rows"]:
+        line(row["sequence"], "no (parent)", row["before"])
+        for b in budgets:
+            if b in row:
+                ref = row[b]["refine"]
+                line(row["sequence"], f"{b} min", row[b], f"{ref['steps']} ({ref['rollbacks']})")
+    for b in ["before"] + budgets:
+        if b in d["mean"]:
+            m = d["mean"][b]
+            label = "no (parent)" if b == "before" else f"{b} min"
+            extra = "—" if b == "before" else f"ESS x{m['ess_ratio_of_means']:.1f}"
+            line(f"**mean of {m['n_sequences']}**", label, m, extra)
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict:
     return cli(run, __doc__, argv, show=lambda r: print(r["mean"]))
 
