@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-
 import pandas  # noqa: F401  (see below)
 import streamlit as st
 
