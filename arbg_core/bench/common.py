@@ -43,14 +43,18 @@ def _scalars(result: dict) -> None:
 def cli(run: Callable[..., dict], doc: str, argv: list[str] | None = None,
         show: Callable[[dict], None] = _scalars) -> dict:
     """Parse `--out DIR` and a `--knob-name` flag per other keyword of `run` (type from its
-    annotation, default from its signature), run the benchmark, `show` its result."""
+    annotation, default from its signature; a bool is a switch), run the benchmark, `show` its
+    result."""
     hints = typing.get_type_hints(run)
     p = argparse.ArgumentParser(description=doc.splitlines()[0])
     for name, param in inspect.signature(run).parameters.items():
         kind = hints.get(name, str)
         kind = next((a for a in typing.get_args(kind) if a is not type(None)), kind)  # X | None
-        p.add_argument("--out" if name == "out_dir" else "--" + name.replace("_", "-"),
-                       dest=name, type=kind, default=param.default)
+        flag = "--out" if name == "out_dir" else "--" + name.replace("_", "-")
+        if kind is bool:  # a switch: present means True
+            p.add_argument(flag, dest=name, action="store_true")
+        else:
+            p.add_argument(flag, dest=name, type=kind, default=param.default)
     result = run(**vars(p.parse_args(argv)))
     show(result)
     return result

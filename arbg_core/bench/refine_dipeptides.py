@@ -87,8 +87,11 @@ def _means(rows: list[dict], budgets: list[str]) -> dict:
 def run(sequences: str = "AR,DY,FR,GT,HC", minutes: str = "10,30", model: str = "dipeptides",
         termini: str = "zwitterionic", objective: str = "rkl", lr: float = 3e-5,
         n: int = 10_000, seed: int = 0, lag: int = 10, reference_dir: str = "",
-        runs: str = "runs/refine_dipeptides", out_dir: str = "results") -> dict:
-    """Refine and evaluate; rows written to out_dir/refine_dipeptides.json as they come."""
+        runs: str = "runs/refine_dipeptides", out_dir: str = "results",
+        done_only: bool = False) -> dict:
+    """Refine and evaluate; rows written to out_dir/refine_dipeptides.json as they come. With
+    done_only, the JSON of what is finished (several processes may share the work), no new
+    refinement or evaluation."""
     from ..checkpoint import read_card, resolve
 
     parent = resolve(model)
@@ -108,12 +111,17 @@ def run(sequences: str = "AR,DY,FR,GT,HC", minutes: str = "10,30", model: str = 
         return result
 
     for seq in [s.strip() for s in sequences.split(",") if s.strip()]:
-        target, base = _target(seq, termini, preset, ref_dir), Path(runs) / seq
+        base = Path(runs) / seq
+        if done_only and not (base / "before" / "row.json").is_file():
+            continue
+        target = _target(seq, termini, preset, ref_dir)
         row = {"sequence": seq, "before": _evaluate(parent, target, n, seed, lag,
                                                    base / "before")}
         rows.append(row)
         for b in budgets:
             ck = base / f"refined_{objective}_lr{lr:g}_{b}min"
+            if done_only and not (ck.parent / (ck.name + "_eval") / "row.json").is_file():
+                continue
             refine = _refined(parent, target, float(b), objective, lr, seed, ck)
             row[b] = _evaluate(ck, target, n, seed, lag, ck.parent / (ck.name + "_eval"))
             row[b]["refine"] = refine
