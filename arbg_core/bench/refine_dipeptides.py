@@ -85,7 +85,7 @@ def _means(rows: list[dict], budgets: list[str]) -> dict:
 
 
 def run(sequences: str = "AR,DY,FR,GT,HC", minutes: str = "10,30", model: str = "dipeptides",
-        termini: str = "zwitterionic", objective: str = "rkl", lr: float = 3e-5,
+        termini: str = "zwitterionic", objective: str = "fkl", lr: float = 3e-5,
         n: int = 10_000, seed: int = 0, lag: int = 10, reference_dir: str = "",
         runs: str = "runs/refine_dipeptides", out_dir: str = "results",
         done_only: bool = False) -> dict:
@@ -120,10 +120,11 @@ def run(sequences: str = "AR,DY,FR,GT,HC", minutes: str = "10,30", model: str = 
         rows.append(row)
         for b in budgets:
             ck = base / f"refined_{objective}_lr{lr:g}_{b}min"
-            if done_only and not (ck.parent / (ck.name + "_eval") / "row.json").is_file():
+            ck_eval = base / f"{ck.name}_eval"
+            if done_only and not (ck_eval / "row.json").is_file():
                 continue
             refine = _refined(parent, target, float(b), objective, lr, seed, ck)
-            row[b] = _evaluate(ck, target, n, seed, lag, ck.parent / (ck.name + "_eval"))
+            row[b] = _evaluate(ck, target, n, seed, lag, ck_eval)
             row[b]["refine"] = refine
             emit()
     return emit()
