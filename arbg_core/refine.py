@@ -5,17 +5,23 @@ chirality fix and `log_w = -u - log q` of reweight.py) and takes one gradient st
 density of the model, whatever tau the batch was drawn at:
 
 - "fkl": self-normalized importance-weighted maximum likelihood (forward KL(p || q)), weights
-  tempered as w^beta with beta annealed from `beta0` to 1; it may draw at any tau since the
-  weights correct for the proposal exactly.
+  tempered as w^beta with beta annealed from `beta0` to 1 and, per batch, lowered further until
+  the tempered weights keep `batch_ess` of the batch as effective samples (adaptive tempering, as
+  SMC samplers choose their next temperature): each step then moves q toward q^(1-beta) p^beta
+  on many samples instead of fitting the one best sample of a batch whose log weights span 10^11
+  nats. It may draw at any tau since the weights correct for the proposal exactly.
 - "rkl": the score-function gradient of the reverse KL(q || p),
   `E[rho (log q + u - b) grad log q]`, rewards clipped to the batch's quantiles, b the batch
   mean, rho = q_1 / q_tau self-normalized (1 when the batch is drawn at tau = 1).
 - "mix": (1 - mix) fkl + mix rkl.
 
-The collapse guard: every `eval_every` steps a held-aside batch of fresh samples (its own seeds,
-never trained on) gives a score, the mean of its log weights clipped to their [q, 1 - q] quantiles
-(an estimate of log Z - KL(q || p) that stays informative where the ESS is one or two samples
-out of a thousand, as for a transferable model's zero-shot ensembles), and its ESS. The state of
+The collapse guard: every `eval_every` steps a held-aside batch of fresh samples (the same seed at
+every check, never trained on, so that checks compare models rather than draws) gives a score,
+the median of its log weights (dropped samples count as -inf), and its ESS. The median says how
+close a typical sample is to the target and stays informative where the ESS is one or two samples
+out of a thousand, as for a transferable model's zero-shot ensembles; a mean, even clipped to the
+[0.05, 0.95] quantiles, follows the clashes' 10^10-kT energies and moved by 10^10 nats between
+checks of one model, so that every check below the best triggered a rollback. The state of
 the best score is kept. When the score falls `rollback_nats` below the best, or the ESS below
 `rollback` x the best state's (once that held at least `MIN_ESS_COUNT` effective samples), the
 model goes back to the best state with a fresh optimizer at half the learning rate; after
@@ -37,11 +43,12 @@ import numpy as np
 import torch
 
 from .flags import option
-from .model import ArBG, KVCache, conditioning, token_log_probs
+from .model import ArBG, KVCache, conditioning
 from .peptide import AtomFeatures
-from .reweight import DROPPED, MIRRORED, ReweightedEnsemble, log_weights, reweight
+from .reweight import MIRRORED, ReweightedEnsemble, log_weights, reweight
 from .sampling import extend, inference, log_prob, sample
 from .tokenizer import Tokenizer
+from .refine_objectives import adaptive_beta, loss_of
 
 OBJECTIVES = ("fkl", "rkl", "mix")
 MIN_ESS_COUNT = 20  # effective samples below which an ESS fall is noise, not collapse
@@ -61,6 +68,8 @@ class RefineConfig:
     lr: float = option(3e-5, "AdamW learning rate")
     beta0: float = option(0.25, "fkl: weights tempered as w^beta, beta annealed from beta0 to 1")
     anneal: float = option(0.5, "fraction of the budget over which beta reaches 1")
+    batch_ess: float = option(0.25, "fkl: beta lowered per batch until the tempered weights "
+                            "keep this fraction of the batch as effective samples (0: off)")
     reward_clip: float = option(0.05, "rkl: rewards clipped to the batch's [q, 1 - q] quantiles")
     mix: float = option(0.5, "mix: weight of the rkl term")
     tau: float | None = option(None, "temperature the loop draws at (default: the model card's "
@@ -88,10 +97,10 @@ class RefineConfig:
         if min(self.batch_size, self.eval_n, self.final_n) < 2 or self.eval_every < 1:
             raise ValueError("batch_size, eval_n and final_n must be at least 2, eval_every 1")
         if not (self.lr > 0 and self.grad_clip > 0 and 0 < self.beta0 <= 1
-                and 0 < self.anneal <= 1 and 0 <= self.reward_clip < 0.5 and 0 <= self.mix <= 1
+                and 0 < self.anneal <= 1 and 0 <= self.batch_ess < 1 and 0 <= self.reward_clip < 0.5 and 0 <= self.mix <= 1
                 and 0 < self.rollback < 1 and self.rollback_nats > 0 and self.max_rollbacks >= 0
                 and 0 <= self.clip_fraction < 1):
-            raise ValueError("lr, grad_clip, rollback_nats > 0; beta0, anneal in (0, 1]; "
+            raise ValueError("lr, grad_clip, rollback_nats > 0; beta0, anneal in (0, 1]; batch_ess in [0, 1); "
                              "reward_clip in [0, 0.5); mix in [0, 1]; rollback in (0, 1); "
                              "max_rollbacks >= 0; clip_fraction in [0, 1)")
         if self.tau is not None and not 0.05 <= self.tau <= 5.0:
@@ -201,46 +210,6 @@ def _draw(model: ArBG, tok: Tokenizer, target: Target, n: int, tau: float,
     return _Batch(bins, fixed, frame_jac, lp, ens)
 
 
-# ------------------------------------------------------------------------------- objectives
-
-
-def _fkl_loss(model, batch: _Batch, cond, beta: float) -> torch.Tensor:
-    """-sum_i wbar_i log q_1(y_i) / T with wbar = softmax(beta log_w) over the batch."""
-    log_w = batch.ensemble.log_w
-    if not np.isfinite(log_w).any():
-        return torch.zeros((), device=batch.bins.device)
-    w = torch.softmax(torch.as_tensor(beta * log_w, device=batch.bins.device), 0)  # (B,)
-    lp1 = token_log_probs(model, batch.fixed_bins, cond).double().sum(1)  # (B,)
-    return -(w * lp1).sum() / cond.n_tokens
-
-
-def _rkl_loss(model, batch: _Batch, cond, tok: Tokenizer, clip: float) -> torch.Tensor:
-    """Score-function surrogate of KL(q_1 || p) / T from a batch drawn at the loop's tau."""
-    lp1 = token_log_probs(model, batch.bins, cond).double().sum(1)  # (B,)
-    with torch.no_grad():
-        rho = torch.softmax(lp1 - batch.lp_tau, 0).cpu().numpy()  # q_1 / q_tau, normalized
-        log_q1 = lp1.cpu().numpy() + tok.log_jacobian_tokens(cond.n_tokens) + batch.frame_jac
-    reward = log_q1 + batch.ensemble.u  # log q + u; NaN for dropped samples
-    ok = np.isfinite(reward) & (batch.ensemble.status != DROPPED)
-    if not ok.any():
-        return torch.zeros((), device=batch.bins.device)
-    lo, hi = np.quantile(reward[ok], [clip, 1.0 - clip])
-    reward = np.where(ok, np.clip(reward, lo, hi), hi)  # bad samples: the worst reward
-    adv = reward - rho @ reward  # batch baseline
-    adv = adv / max(math.sqrt(rho @ adv ** 2), 1e-8)  # scale-free, like the fkl term
-    adv = torch.as_tensor(rho * adv, device=lp1.device)
-    return (adv * lp1).sum() / cond.n_tokens
-
-
-def _loss(model, batch, cond, tok, cfg: RefineConfig, beta: float) -> torch.Tensor:
-    if cfg.objective == "fkl":
-        return _fkl_loss(model, batch, cond, beta)
-    if cfg.objective == "rkl":
-        return _rkl_loss(model, batch, cond, tok, cfg.reward_clip)
-    return ((1 - cfg.mix) * _fkl_loss(model, batch, cond, beta)
-            + cfg.mix * _rkl_loss(model, batch, cond, tok, cfg.reward_clip))
-
-
 # ------------------------------------------------------------------------------- the loop
 
 
@@ -256,12 +225,12 @@ class _Guard:
     def check(self) -> dict:
         """Score and ESS of fresh held-aside samples, and the action taken:
         "best" | "keep" | "rollback"."""
-        seed = self.cfg.seed + 1 + self.n_checks  # the loop's own generator never draws these
+        seed = self.cfg.seed + 1  # the loop's own generator never draws these
         self.n_checks += 1
         ens = measure(self.model, self.tok, self.target, self.cfg.eval_n, self.tau, seed,
                       self.cfg.clip_fraction)
         raw = log_weights(ens.u, ens.log_q)  # before clip_fraction drops the largest
-        score, e = clipped_mean(raw, self.cfg.reward_clip), ens.ess_fraction
+        score, e = median_or_inf(raw), ens.ess_fraction
         out = {"score": score, "ess": e, "action": "keep"}
         if score > self.best:
             self.best, self.best_ess = score, e
@@ -276,15 +245,10 @@ class _Guard:
         return out
 
 
-def clipped_mean(values: np.ndarray, q: float) -> float:
-    """Mean of `values` clipped to the [q, 1 - q] quantiles of the finite ones; non-finite values
-    count as the lower bound (-inf if none is finite)."""
+def median_or_inf(values: np.ndarray) -> float:
+    """The median of `values` with non-finite ones counted as -inf."""
     values = np.asarray(values, np.float64)
-    ok = np.isfinite(values)
-    if not ok.any():
-        return -math.inf
-    lo, hi = np.quantile(values[ok], [q, 1.0 - q])
-    return float(np.mean(np.where(ok, np.clip(values, lo, hi), lo)))
+    return float(np.median(np.where(np.isfinite(values), values, -np.inf)))
 
 
 def _trainable_copy(model: ArBG) -> ArBG:
@@ -322,7 +286,9 @@ def refine(model: ArBG, tok: Tokenizer, target: Target, cfg: RefineConfig,
         frac = _fraction_done(cfg, step, time.perf_counter() - t0)
         beta = min(1.0, cfg.beta0 + (1.0 - cfg.beta0) * frac / cfg.anneal)
         batch = _draw(work, tok, target, cfg.batch_size, tau, generator)
-        loss = _loss(work, batch, cond, tok, cfg, beta)
+        if cfg.objective != "rkl":
+            beta = adaptive_beta(batch.ensemble.log_w, beta, cfg.batch_ess)
+        loss = loss_of(work, batch, cond, tok, cfg, beta)
         optimizer.zero_grad(set_to_none=True)
         if loss.requires_grad:
             loss.backward()

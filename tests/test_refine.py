@@ -37,6 +37,23 @@ def test_config_checks_its_values():
     assert RefineConfig(objective="rkl").loop_tau(0.8) == 1.0
 
 
+def test_adaptive_beta_keeps_the_asked_fraction_of_effective_samples():
+    """Log weights spanning 10^11 nats, as a transferable model's clashes give: beta falls until
+    a quarter of the batch is effective; never above the schedule's beta; dropped count as 0."""
+    from arbg_core.refine_objectives import adaptive_beta
+
+    rng = np.random.default_rng(0)
+    log_w = -np.abs(rng.standard_normal(256)) * 10.0 ** rng.uniform(0, 11, 256)
+    log_w[:40] = -np.inf
+    beta = adaptive_beta(log_w, 0.5, 0.25)
+    w = np.exp(beta * (log_w - log_w.max()))
+    assert 0 < beta < 1e-3
+    assert w.sum() ** 2 / (w ** 2).sum() / len(log_w) == pytest.approx(0.25, rel=1e-3)
+    flat = rng.standard_normal(256) * 0.01  # nearly equal weights: the schedule's beta stands
+    assert adaptive_beta(flat, 0.5, 0.25) == 0.5
+    assert adaptive_beta(log_w, 0.5, 0.0) == 0.5
+
+
 def test_refinement_moves_q_towards_the_target(refined_toy):
     """KL(q || p) (exact up to Monte Carlo error, ~0.1 nat here) falls by tens of nats in 30
     steps from an untrained model (KL ~120); a wrong sign would raise it, and the guard would

@@ -32,7 +32,9 @@ def _target(seq: str, termini: str, preset: str, reference_dir: Path):
     from ..tune import Target
 
     pep = build(seq, termini)
-    ref = load_reference(reference_dir / f"{system_name(seq, termini)}.npz")
+    path = reference_dir if reference_dir.suffix == ".npz" else (
+        reference_dir / f"{system_name(seq, termini)}.npz")
+    ref = load_reference(path)
     return Target(seq, pep, EnergyModel(pep.topology, preset), ref)
 
 
@@ -50,18 +52,29 @@ def _evaluate(model_dir: Path, target, n: int, seed: int, lag: int, out: Path) -
     return cached(out / "row.json", key, compute)
 
 
-def _refined(parent: Path, target, minutes: float, objective: str, lr: float, seed: int,
-             out: Path) -> dict:
+def _refined(parent: Path, target, minutes: float, objective: str, lr: float, batch_ess: float,
+             seed: int, out: Path) -> dict:
     """The refined checkpoint in `out` (made once; a kill leaves none), its card's record."""
     from ..checkpoint import load, read_card
     from ..refine import RefineConfig, refine_checkpoint
 
     if not (out / "model.safetensors").is_file():
-        cfg = RefineConfig(objective=objective, steps=None, minutes=minutes, lr=lr, seed=seed)
-        refine_checkpoint(load(parent), target.peptide, cfg, out)
+        cfg = RefineConfig(objective=objective, steps=None, minutes=minutes, lr=lr,
+                           batch_ess=batch_ess, seed=seed)
+        refine_checkpoint(load(parent), target.peptide, cfg, out, progress=_log(out))
     rec = read_card(out).raw["refined"]
     return {k: rec[k] for k in ("objective", "steps", "wall_time_s", "rollbacks", "ess_before",
                                 "ess_after", "n_fresh", "tau", "tau_before")}
+
+
+def _log(out: Path):
+    """Progress lines on stderr: the loop's beta, batch ESS and best held-aside score."""
+    import sys
+
+    def report(stage: str, done: int, total: int, info: dict) -> None:
+        print(f"{out.parent.name}/{out.name} {stage} {done}/{total} "
+              + " ".join(f"{k}={v:.4g}" for k, v in info.items()), file=sys.stderr, flush=True)
+    return report
 
 
 def _means(rows: list[dict], budgets: list[str]) -> dict:
@@ -86,28 +99,33 @@ def _means(rows: list[dict], budgets: list[str]) -> dict:
 
 def run(sequences: str = "AR,DY,FR,GT,HC", minutes: str = "10,30", model: str = "dipeptides",
         termini: str = "zwitterionic", objective: str = "fkl", lr: float = 3e-5,
-        n: int = 10_000, seed: int = 0, lag: int = 10, reference_dir: str = "",
-        runs: str = "runs/refine_dipeptides", out_dir: str = "results",
-        done_only: bool = False) -> dict:
-    """Refine and evaluate; rows written to out_dir/refine_dipeptides.json as they come. With
-    done_only, the JSON of what is finished (several processes may share the work), no new
-    refinement or evaluation."""
+        batch_ess: float = 0.25, n: int = 10_000, seed: int = 0, lag: int = 10,
+        reference_dir: str = "", runs: str = "runs/refine_dipeptides", out_dir: str = "results",
+        name: str = "refine_dipeptides", done_only: bool = False) -> dict:
+    """Refine and evaluate; rows written to out_dir/<name>.json as they come. With done_only,
+    the JSON of what is finished (several processes may share the work), no new refinement or
+    evaluation. reference_dir: a folder of <system>.npz, or one .npz (a per-system model)."""
     from ..checkpoint import read_card, resolve
 
     parent = resolve(model)
-    preset = read_card(parent).raw["training"]["data"]["preset"]
+    card = read_card(parent).raw
+    preset = card.get("system", {}).get("preset") or card["training"]["data"]["preset"]
     ref_dir = Path(reference_dir) if reference_dir else Path("assets/reference") / model
     budgets = [m.strip() for m in minutes.split(",") if m.strip()]
     rows, t0 = [], time.perf_counter()
-    setup = {"model": model, "termini": termini, "objective": objective, "lr": lr, "n": n,
-             "seed": seed, "lag": lag, "minutes": [float(b) for b in budgets],
+    setup = {"model": model, "termini": termini, "objective": objective, "lr": lr,
+             "batch_ess": batch_ess, "n": n, "seed": seed, "lag": lag,
+             "minutes": [float(b) for b in budgets],
              "command": f"python -m arbg_core.bench.refine_dipeptides --sequences {sequences} "
-                        f"--minutes {minutes} --objective {objective} --lr {lr} --n {n}"}
+                        f"--minutes {minutes} --objective {objective} --lr {lr} --batch-ess "
+                        f"{batch_ess} --n {n} --model {model} --termini {termini}"
+                        + (f" --reference-dir {reference_dir}" if reference_dir else "")
+                        + f" --name {name}"}
 
     def emit() -> dict:
         result = {**setup, "rows": rows, "mean": _means(rows, budgets),
                   "wall_s": time.perf_counter() - t0}
-        write(out_dir, "refine_dipeptides", result)
+        write(out_dir, name, result)
         return result
 
     for seq in [s.strip() for s in sequences.split(",") if s.strip()]:
@@ -119,11 +137,12 @@ def run(sequences: str = "AR,DY,FR,GT,HC", minutes: str = "10,30", model: str = 
                                                    base / "before")}
         rows.append(row)
         for b in budgets:
-            ck = base / f"refined_{objective}_lr{lr:g}_{b}min"
+            variant = f"_bess{batch_ess:g}" if batch_ess > 0 else "_fixed"  # (the guard's
+            ck = base / f"refined_{objective}_lr{lr:g}{variant}_{b}min"  # median too)
             ck_eval = base / f"{ck.name}_eval"
             if done_only and not (ck_eval / "row.json").is_file():
                 continue
-            refine = _refined(parent, target, float(b), objective, lr, seed, ck)
+            refine = _refined(parent, target, float(b), objective, lr, batch_ess, seed, ck)
             row[b] = _evaluate(ck, target, n, seed, lag, ck_eval)
             row[b]["refine"] = refine
             emit()

@@ -1,0 +1,77 @@
+"""The objectives of refinement (refine.py, DESIGN §16): one batch's loss, on the tau = 1
+density of the model, and the adaptive tempering of the fkl weights."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from .model import token_log_probs
+from .reweight import DROPPED
+
+if TYPE_CHECKING:
+    from .refine import RefineConfig, _Batch
+    from .tokenizer import Tokenizer
+
+def adaptive_beta(log_w: np.ndarray, beta_max: float, ess_fraction: float) -> float:
+    """The largest beta <= beta_max at which softmax(beta log_w) keeps `ess_fraction` of the
+    batch (non-finite log weights count as zero weight) as effective samples, by bisection on
+    log beta; beta_max when that already keeps enough, or when ess_fraction is 0."""
+    finite = np.asarray(log_w, np.float64)[np.isfinite(log_w)]
+    n = len(np.asarray(log_w))
+    if ess_fraction <= 0 or len(finite) < 2:
+        return beta_max
+
+    def ess(beta):
+        w = np.exp(beta * (finite - finite.max()))
+        return w.sum() ** 2 / (w ** 2).sum() / n
+
+    if ess(beta_max) >= ess_fraction:
+        return beta_max
+    lo, hi = math.log(1e-16), math.log(beta_max)  # ess(exp(lo)) ~ finite fraction
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if ess(math.exp(mid)) >= ess_fraction else (lo, mid)
+    return math.exp(lo)
+
+
+def _fkl_loss(model, batch: _Batch, cond, beta: float) -> torch.Tensor:
+    """-sum_i wbar_i log q_1(y_i) / T with wbar = softmax(beta log_w) over the batch."""
+    log_w = batch.ensemble.log_w
+    if not np.isfinite(log_w).any():
+        return torch.zeros((), device=batch.bins.device)
+    w = torch.softmax(torch.as_tensor(beta * log_w, device=batch.bins.device), 0)  # (B,)
+    lp1 = token_log_probs(model, batch.fixed_bins, cond).double().sum(1)  # (B,)
+    return -(w * lp1).sum() / cond.n_tokens
+
+
+def _rkl_loss(model, batch: _Batch, cond, tok: Tokenizer, clip: float) -> torch.Tensor:
+    """Score-function surrogate of KL(q_1 || p) / T from a batch drawn at the loop's tau."""
+    lp1 = token_log_probs(model, batch.bins, cond).double().sum(1)  # (B,)
+    with torch.no_grad():
+        rho = torch.softmax(lp1 - batch.lp_tau, 0).cpu().numpy()  # q_1 / q_tau, normalized
+        log_q1 = lp1.cpu().numpy() + tok.log_jacobian_tokens(cond.n_tokens) + batch.frame_jac
+    reward = log_q1 + batch.ensemble.u  # log q + u; NaN for dropped samples
+    ok = np.isfinite(reward) & (batch.ensemble.status != DROPPED)
+    if not ok.any():
+        return torch.zeros((), device=batch.bins.device)
+    lo, hi = np.quantile(reward[ok], [clip, 1.0 - clip])
+    reward = np.where(ok, np.clip(reward, lo, hi), hi)  # bad samples: the worst reward
+    adv = reward - rho @ reward  # batch baseline
+    adv = adv / max(math.sqrt(rho @ adv ** 2), 1e-8)  # scale-free, like the fkl term
+    adv = torch.as_tensor(rho * adv, device=lp1.device)
+    return (adv * lp1).sum() / cond.n_tokens
+
+
+def loss_of(model, batch: _Batch, cond, tok: Tokenizer, cfg: RefineConfig, beta: float) -> torch.Tensor:
+    if cfg.objective == "fkl":
+        return _fkl_loss(model, batch, cond, beta)
+    if cfg.objective == "rkl":
+        return _rkl_loss(model, batch, cond, tok, cfg.reward_clip)
+    return ((1 - cfg.mix) * _fkl_loss(model, batch, cond, beta)
+            + cfg.mix * _rkl_loss(model, batch, cond, tok, cfg.reward_clip))
+
+
