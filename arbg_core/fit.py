@@ -81,8 +81,10 @@ class Fit:
 
 
 def request_of(sequence: str, termini: str, cfg: FitConfig) -> dict:
-    """What a fit folder is for; a rerun on the folder must ask for the same."""
-    return {"format": _CODE, "sequence": sequence, "termini": termini, "config": asdict(cfg)}
+    """What a fit folder is for; a rerun on the folder must ask for the same (how many
+    processes train is not part of it)."""
+    config = {k: v for k, v in asdict(cfg).items() if k != "nproc"}
+    return {"format": _CODE, "sequence": sequence, "termini": termini, "config": config}
 
 
 def open_folder(out: Path, request: dict) -> None:

@@ -64,6 +64,9 @@ class FitConfig:
     n_eval: int | None = option(None, "samples and frames compared; None: min(10000, "
                                 "proposals, held-back frames)")
     seed: int = option(0, "seed of MD, training and sampling")
+    nproc: int = option(1, "training processes: more than 1 trains under torchrun, data-parallel "
+                        "(one per GPU; on CPUs, gloo). Not part of what the folder is for: a "
+                        "rerun may change it")
 
     def __post_init__(self):
         check(self, budget_hours=Range(float, 0, 1000, lo_open=True), md_ns=optional(POSITIVE),
@@ -72,7 +75,7 @@ class FitConfig:
               chunk_frames=POSITIVE_INT, steps=optional(POSITIVE_INT),
               batch_size=optional(POSITIVE_INT), n_tune=optional(POSITIVE_INT),
               n_proposals=optional(POSITIVE_INT), n_eval=optional(Range(int, 2)),
-              seed=Range(int, 0, 2**29))
+              seed=Range(int, 0, 2**29), nproc=POSITIVE_INT)
         from .model import SIZES
 
         one_of(self, "device", DEVICES)
@@ -314,7 +317,7 @@ def command_line(request: dict) -> str:
 
     words = [request["sequence"], "--termini", request["termini"]]
     for f in fields(FitConfig):
-        value = request["config"][f.name]
+        value = request["config"].get(f.name, f.default)  # nproc is not in a request
         if value != f.default:
             words += [flag_of(f.name), str(value)]
     return "arbg fit " + shlex.join(words) + " --out DIR"

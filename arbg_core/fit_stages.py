@@ -178,13 +178,51 @@ def train_stage(fit) -> dict:
     track = Tracker(fit, "train", cfg.steps, "step",
                     initial=read_json(state)["step"] if state.is_file() else 0)
     try:
-        summary = train(FrameData.load(fit.path("data", "train.npz")), fit.path("train"), cfg,
-                        resume=True, device=str(fit.device), progress=track)
+        if fit.cfg.nproc > 1:
+            summary = _torchrun_train(fit, cfg, state, track)
+        else:
+            summary = train(FrameData.load(fit.path("data", "train.npz")), fit.path("train"),
+                            cfg, resume=True, device=str(fit.device), progress=track)
     finally:
         track.close()
     if not summary["finished"]:
         print(f"training stopped by its budget at step {summary['steps_done']} of {cfg.steps} "
               "(best/ kept)")
-    keep = ("steps", "steps_done", "finished", "best_val_nll", "wall_time_s", "params",
+    keep = ("steps", "steps_done", "world_size", "finished", "best_val_nll", "wall_time_s", "params",
             "tokens_per_s", "device", "bf16")
     return {k: summary[k] for k in keep} | {"folder": "train", "best": "train/best"}
+
+
+def _torchrun_train(fit, cfg, state, track) -> dict:
+    """`arbg train --resume` on the fit's data as a torchrun job of fit.cfg.nproc processes
+    (DDP; the batch is split over them), which gets SIGTERM when the fit dies (torchrun then
+    stops its workers); progress from its saved state. Its summary, as train() returns it."""
+    import signal
+    import subprocess
+    import sys
+
+    from .flags import config_argv
+
+    def die_with_fit():
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    device = "cpu" if fit.device.type == "cpu" else "auto"  # auto: cuda:LOCAL_RANK per rank
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+            str(fit.cfg.nproc), "-m", "arbg_core.cli", "train", "--data",
+            str(fit.path("data", "train.npz")), "--out", str(fit.path("train")), "--resume",
+            "--device", device, *config_argv(cfg, {"n_bins": "--bins"}, {"save_every": None})]
+    log = fit.path("train", "torchrun.log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as sink:
+        proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT,
+                                preexec_fn=die_with_fit if sys.platform == "linux" else None)
+        while proc.poll() is None:
+            time.sleep(1.0)
+            if state.is_file():
+                track(read_json(state)["step"], cfg.steps)
+    if proc.returncode != 0:
+        raise RuntimeError(f"training under torchrun stopped with exit code {proc.returncode} "
+                           f"(its output: {log.relative_to(fit.out)}); rerun to resume")
+    return read_json(fit.path("train", "summary.json"))

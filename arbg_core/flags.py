@@ -70,3 +70,20 @@ def config_from(cls, args, **overrides):
     their defaults unless given in overrides)."""
     given = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
     return cls(**(given | overrides))
+
+
+def config_argv(cfg, rename=None, defaults=None) -> list[str]:
+    """The flags add_config_flags made that give the dataclass instance `cfg` back: one per
+    field whose value differs from its flag's default (a None value cannot be given on a
+    command line and must equal the default). For running a command in another process."""
+    rename, defaults, argv = rename or {}, defaults or {}, []
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        default = defaults.get(f.name, f.default if f.default is not MISSING else None)
+        if value == default:
+            continue
+        if value is None:
+            raise ValueError(f"{f.name}=None differs from its flag's default {default!r}")
+        flag = rename.get(f.name, "--" + f.name.replace("_", "-"))
+        argv += [flag] if f.type == "bool" else [flag, str(value)]
+    return argv

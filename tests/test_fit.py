@@ -195,3 +195,31 @@ def test_md_shards_run_their_replicas_and_the_fit_takes_them_over(tmp_path, caps
     record = md_stage(fit)  # what the fit's MD stage does next: nothing left to simulate
     assert set(record["runs"]) == set(names)
     assert {p: p.stat().st_mtime_ns for p in (out / "md").rglob("*.dcd")} == stamps
+
+
+def test_training_under_torchrun_dies_with_the_fit_and_resumes(tmp_path, capsys):
+    """--nproc 2: the training stage is a torchrun job of two gloo processes; a SIGKILL of the
+    fit stops them (no orphan keeps writing), and the rerun continues to a model trained on
+    both (world size 2) that samples."""
+    import subprocess
+
+    out = tmp_path / "fit"
+    flags = [*FLAGS, "--nproc", "2", "--out", out]
+    proc = arbg_process("fit", *flags)
+    t0 = time.monotonic()
+    while not READY["train"](out) and proc.poll() is None and time.monotonic() - t0 < 400:
+        time.sleep(0.01)
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    t0 = time.monotonic()  # torchrun got SIGTERM and stops its workers
+    while subprocess.run(["pgrep", "-f", str(out / "train")]).returncode == 0:
+        assert time.monotonic() - t0 < 60, "torchrun workers outlived the fit"
+        time.sleep(0.2)
+    rc, text, err = run_cli(capsys, "fit", *flags)
+    assert rc == 0, err
+    record = _json(out / "state.json")["done"]["train"]
+    assert record["world_size"] == 2 and record["steps_done"] == 40
+    rc, _, err = run_cli(capsys, "sample", "--model", out / "model", "--n", "16", "--out",
+                         tmp_path / "s")
+    assert rc == 0, err
