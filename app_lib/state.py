@@ -145,17 +145,24 @@ def reference_angles(model_name: str, system: str, topology):
     """((phi, psi), residue labels) of `shipped_reference(model_name, system)` when it fits
     `topology` (a transferable model's reference of another system does not), else None."""
     from arbg_core.metrics import ramachandran_labels
-    from arbg_core.report import check_compatible
+    from arbg_core.report import atom_labels, check_labels
 
     path = reference_path(model_name, system)
     if path is None:
         return None
-    try:
-        check_compatible(_shipped_reference(str(path), path.stat().st_mtime), topology)
+    try:  # on the cached atom names: no copy of the cached trajectory on every rerun
+        check_labels(_reference_labels(str(path), path.stat().st_mtime), atom_labels(topology))
     except ValueError:
         return None
     phi, psi, idx = _reference_angles(str(path), path.stat().st_mtime)
     return (phi, psi), ramachandran_labels(topology, idx)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _reference_labels(path: str, stamp: float):
+    from arbg_core.report import atom_labels
+
+    return atom_labels(_shipped_reference(path, stamp).topology)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)

@@ -58,8 +58,16 @@ def check_settings(n_frames: int, lag: int, n_eval: int) -> None:
 
 def check_compatible(reference, topology) -> None:
     """Same atoms in the same order, or a ValueError that says what differs."""
-    ref_atoms = [(a.residue.name, a.name) for a in reference.topology.atoms]
-    our_atoms = [(a.residue.name, a.name) for a in topology.atoms]
+    check_labels(atom_labels(reference.topology), atom_labels(topology))
+
+
+def atom_labels(topology) -> list[tuple[str, str]]:
+    """(residue name, atom name) of every atom, in order."""
+    return [(a.residue.name, a.name) for a in topology.atoms]
+
+
+def check_labels(ref_atoms: list, our_atoms: list) -> None:
+    """check_compatible on atom_labels of the reference and of the sampled system."""
     if len(ref_atoms) != len(our_atoms):
         raise ValueError(f"atom count mismatch: the reference has {len(ref_atoms)} atoms, "
                          f"the sampled system {len(our_atoms)}")
