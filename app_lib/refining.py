@@ -219,8 +219,9 @@ def _form(entry, sequence: str, termini: str) -> None:
         c = st.columns(3)
         minutes = c[0].number_input(
             "Time budget (minutes)", 0.05, 120.0, value=10.0, step=1.0, key=K_MINUTES,
-            help="for the refinement loop; measuring the ESS before and after takes about as "
-                 "long again as sampling that many fresh conformations")
+            help="for the refinement loop; measuring the ESS before, and after at each of three "
+                 "temperatures, takes about four times as long as sampling that many fresh "
+                 "conformations")
         batch = c[1].number_input("Samples per update", 8, 2048, value=DEFAULTS.batch_size,
                                   step=64, key=K_BATCH, help="drawn and weighted for each step")
         fresh = c[2].number_input("Fresh samples for the ESS", 16, 20_000, value=DEFAULTS.final_n,

@@ -27,7 +27,10 @@ the best score is kept. When the score falls `rollback_nats` below the best, or 
 model goes back to the best state with a fresh optimizer at half the learning rate; after
 `max_rollbacks` of those refinement stops. The result is the best state.
 Before/after ESS come from fresh samples drawn the way `arbg sample` draws them, scored with the
-model's own exact log q, so SNIS stays exact whatever the proposal became.
+model's own exact log q, so SNIS stays exact whatever the proposal became. The refined model is
+measured at the loop's tau and at `final_taus`, and the tau of the highest ESS goes on its card:
+refinement moves the tau = 1 density toward p, so the cooling its parent needed (a transferable
+model's 0.7) can leave the refined model's proposals colder than p, out of reach of the weights.
 """
 
 from __future__ import annotations
@@ -81,6 +84,10 @@ class RefineConfig:
     rollback_nats: float = option(2.0, "... or its mean clipped log weight this far below the best")
     max_rollbacks: int = option(3, "stop after this many rollbacks")
     final_n: int = option(4000, "fresh samples for the ESS before and after (on the card)")
+    final_taus: str = option("0.85,1.0", "temperatures tried for the refined model besides the "
+                             "loop's: the one whose final_n fresh samples give the highest ESS "
+                             "goes on the card (a refined model may need less cooling than its "
+                             "parent); empty: the loop's")
     grad_clip: float = option(1.0, "gradient norm clip")
     clip_fraction: float = option(0.002, "largest fraction of log weights dropped in ESS checks")
     seed: int = option(0, "random seed of the loop; checks and before/after use derived seeds")
@@ -103,8 +110,18 @@ class RefineConfig:
             raise ValueError("lr, grad_clip, rollback_nats > 0; beta0, anneal in (0, 1]; batch_ess in [0, 1); "
                              "reward_clip in [0, 0.5); mix in [0, 1]; rollback in (0, 1); "
                              "max_rollbacks >= 0; clip_fraction in [0, 1)")
-        if self.tau is not None and not 0.05 <= self.tau <= 5.0:
-            raise ValueError(f"temperature tau={self.tau} is outside the sensible range 0.05..5")
+        for t in [self.tau] + self.tau_candidates(1.0)[1:]:
+            if t is not None and not 0.05 <= t <= 5.0:
+                raise ValueError(f"temperature tau={t} is outside the sensible range 0.05..5")
+
+    def tau_candidates(self, loop_tau: float) -> list[float]:
+        """The loop's tau first, then final_taus (ValueError if one is not a number)."""
+        try:
+            extra = [float(t) for t in self.final_taus.split(",") if t.strip()]
+        except ValueError:
+            raise ValueError(f"final_taus must be comma-separated numbers, got "
+                             f"{self.final_taus!r}") from None
+        return [loop_tau] + [t for t in extra if t != loop_tau]
 
     def loop_tau(self, card_tau: float) -> float:
         """The temperature the loop draws at: tau, else 1 for rkl, else the card's."""
@@ -136,7 +153,7 @@ def target_for(pep, preset: str) -> Target:
 @dataclass
 class RefineResult:
     model: ArBG  # the refined (best) state, eval mode, gradients off, on the loop's device
-    tau: float  # the temperature it was refined and measured at
+    tau: float  # the temperature on its card: of the tau_candidates, the one of highest ESS
     tau_before: float  # the parent's (its card's), at which `before` was measured
     steps: int  # updates taken (rolled-back ones included)
     wall_time_s: float
@@ -144,6 +161,7 @@ class RefineResult:
     before: dict  # ReweightedEnsemble.summary() of the parent on fresh samples
     after: dict  # the same of the refined model
     history: list[dict]  # one entry per held-aside check
+    tau_scan: dict  # {tau: ESS fraction of final_n fresh samples} of the refined model
 
     def record(self, cfg: RefineConfig) -> dict:
         """The card's `refined` entry (JSON-ready)."""
@@ -152,6 +170,7 @@ class RefineResult:
                 "wall_time_s": self.wall_time_s, "rollbacks": self.rollbacks,
                 "ess_before": self.before["ess_fraction"], "ess_after": self.after["ess_fraction"],
                 "n_fresh": self.before["counts"]["n"], "before": self.before, "after": self.after,
+                "tau_scan": self.tau_scan,
                 "config": asdict(cfg), "history": self.history}
 
 
@@ -311,11 +330,25 @@ def refine(model: ArBG, tok: Tokenizer, target: Target, cfg: RefineConfig,
         history.append({"step": step, "elapsed_s": wall} | guard.check())
     work.load_state_dict(guard.best_state)
     work.requires_grad_(False)
-    report("after", 0, 1, {})
-    after = measure(work, tok, target, cfg.final_n, tau, final_seed, cfg.clip_fraction)
-    report("after", 1, 1, {"ess": after.ess_fraction})
-    return RefineResult(work, tau, card_tau, step, wall, guard.rollbacks, before.summary(),
-                        after.summary(), history)
+    best, after, scan = pick_tau(work, tok, target, cfg, tau, report)
+    return RefineResult(work, best, card_tau, step, wall, guard.rollbacks, before.summary(),
+                        after.summary(), history, scan)
+
+
+def pick_tau(model: ArBG, tok: Tokenizer, target: Target, cfg: RefineConfig, loop_tau: float,
+             report: Progress | None = None) -> tuple[float, ReweightedEnsemble, dict]:
+    """(tau of the highest ESS among cfg.tau_candidates(loop_tau), its ensemble, {tau: ESS}),
+    each tau measured on final_n fresh samples of the same seed (a paired comparison; ties go
+    to the loop's tau)."""
+    report = report or (lambda *a: None)
+    taus, scan = cfg.tau_candidates(loop_tau), {}
+    for k, t in enumerate(taus):
+        report("after", k, len(taus), {"tau": t})
+        scan[t] = measure(model, tok, target, cfg.final_n, t, cfg.seed + 100_003,
+                          cfg.clip_fraction)
+    best = max(taus, key=lambda t: scan[t].ess_fraction)
+    report("after", len(taus), len(taus), {"tau": best, "ess": scan[best].ess_fraction})
+    return best, scan[best], {str(t): e.ess_fraction for t, e in scan.items()}
 
 
 # ------------------------------------------------------------------------------- checkpoints

@@ -202,3 +202,16 @@ def test_dipeptide_benchmark_means_and_ratios(tmp_path):
     text = table(str(tmp_path / "r.json"))
     assert "| AR | 10 min | 0.400 % |" in text and "| FR | no (parent) | 0.200 % |" in text
     assert "**mean of 2** | 10 min | 0.500 % |" in text and "ESS x2.5" in text
+
+
+def test_the_refined_model_keeps_the_tau_of_highest_ess(refined_toy):
+    """The loop's tau and final_taus are each measured on the same fresh draws; the card's tau
+    is the one of the highest ESS, and `after` is its measurement."""
+    _, _, res = refined_toy
+    assert set(res.tau_scan) == {"1.0", "0.85"}
+    assert res.tau == float(max(res.tau_scan, key=res.tau_scan.get))
+    assert res.after["ess_fraction"] == res.tau_scan[str(res.tau)]
+    with pytest.raises(ValueError, match="final_taus"):
+        RefineConfig(final_taus="0.9,warm")
+    with pytest.raises(ValueError, match="tau"):
+        RefineConfig(final_taus="9.0")

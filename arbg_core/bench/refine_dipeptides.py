@@ -39,7 +39,8 @@ def _target(seq: str, termini: str, preset: str, reference_dir: Path):
 
 
 def _evaluate(model_dir: Path, target, n: int, seed: int, lag: int, out: Path) -> dict:
-    from ..checkpoint import load
+    from ..checkpoint import load, read_card
+    from ..files import read_json
     from ..tune import cached, evaluate_target, evaluation_row, weights_hash
 
     key = {"weights": weights_hash(model_dir), "n": n, "seed": seed, "lag": lag}
@@ -49,7 +50,11 @@ def _evaluate(model_dir: Path, target, n: int, seed: int, lag: int, out: Path) -
         ev = evaluate_target(loaded, target, loaded.tau, n, n, lag, seed, 512, out)
         return evaluation_row(target, ev) | {"tau": loaded.tau}
 
-    return cached(out / "row.json", key, compute)
+    path = out / "row.json"
+    if path.is_file() and read_json(path).get("value", {}).get("tau") != read_card(
+            model_dir).default_tau:
+        path.unlink()  # evaluated at a tau its card no longer has: evaluate again
+    return cached(path, key, compute)
 
 
 def _refined(parent: Path, target, minutes: float, objective: str, lr: float, batch_ess: float,
@@ -62,9 +67,31 @@ def _refined(parent: Path, target, minutes: float, objective: str, lr: float, ba
         cfg = RefineConfig(objective=objective, steps=None, minutes=minutes, lr=lr,
                            batch_ess=batch_ess, seed=seed)
         refine_checkpoint(load(parent), target.peptide, cfg, out, progress=_log(out))
+    elif "tau_scan" not in read_card(out).raw["refined"]:
+        _scan_tau(out, target, seed)
     rec = read_card(out).raw["refined"]
     return {k: rec[k] for k in ("objective", "steps", "wall_time_s", "rollbacks", "ess_before",
-                                "ess_after", "n_fresh", "tau", "tau_before")}
+                                "ess_after", "n_fresh", "tau", "tau_before", "tau_scan")}
+
+
+def _scan_tau(out: Path, target, seed: int) -> None:
+    """A model refined before `refine.pick_tau` existed gets its tau chosen the same way now;
+    its card says so (`tau_scan_after_the_fact`)."""
+    from ..checkpoint import load
+    from ..files import read_json, write_json
+    from ..refine import RefineConfig, pick_tau, target_for
+
+    loaded, card = load(out), read_json(out / "card.json")
+    rec = card["refined"]
+    cfg = RefineConfig(**{k: v for k, v in rec["config"].items()
+                          if k in RefineConfig.__dataclass_fields__} | {"seed": seed})
+    tau, after, scan = pick_tau(loaded.model, loaded.tokenizer,
+                                target_for(target.peptide, loaded.config.preset), cfg,
+                                float(rec["tau"]), _log(out))
+    rec.update(tau=tau, ess_after=after.ess_fraction, after=after.summary(), tau_scan=scan,
+               tau_scan_after_the_fact=True)
+    card["tau"] = tau
+    write_json(out / "card.json", card)
 
 
 def _log(out: Path):
