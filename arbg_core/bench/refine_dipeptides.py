@@ -125,7 +125,7 @@ def _means(rows: list[dict], budgets: list[str]) -> dict:
 
 
 def run(sequences: str = "AR,DY,FR,GT,HC", minutes: str = "10,30", model: str = "dipeptides",
-        termini: str = "zwitterionic", objective: str = "fkl", lr: float = 3e-5,
+        termini: str = "zwitterionic", objective: str = "fkl", lr: float = 1e-4,
         batch_ess: float = 0.25, n: int = 10_000, seed: int = 0, lag: int = 10,
         reference_dir: str = "", runs: str = "runs/refine_dipeptides", out_dir: str = "results",
         name: str = "refine_dipeptides", done_only: bool = False) -> dict:
