@@ -332,18 +332,23 @@ def refine(model: ArBG, tok: Tokenizer, target: Target, cfg: RefineConfig,
         history.append({"step": step, "elapsed_s": wall} | guard.check())
     work.load_state_dict(guard.best_state)
     work.requires_grad_(False)
-    best, after, scan = pick_tau(work, tok, target, cfg, tau, report)
+    if any(h["action"] == "best" for h in history[1:]):
+        best, after, scan = pick_tau(work, tok, target, cfg, tau, report)
+    else:  # no check beat the parent: the result is the parent, at the parent's tau
+        best, after, scan = pick_tau(work, tok, target, cfg, card_tau, report, scan=False)
     return RefineResult(work, best, card_tau, step, wall, guard.rollbacks, before.summary(),
                         after.summary(), history, scan)
 
 
 def pick_tau(model: ArBG, tok: Tokenizer, target: Target, cfg: RefineConfig, loop_tau: float,
-             report: Progress | None = None) -> tuple[float, ReweightedEnsemble, dict]:
+             report: Progress | None = None, scan: bool = True
+             ) -> tuple[float, ReweightedEnsemble, dict]:
     """(tau of the highest ESS among cfg.tau_candidates(loop_tau), its ensemble, {tau: ESS}),
     each tau measured on final_n fresh samples of the same seed (a paired comparison; ties go
-    to the loop's tau)."""
+    to the loop's tau). With scan=False, loop_tau alone."""
     report = report or (lambda *a: None)
-    taus, scan = cfg.tau_candidates(loop_tau), {}
+    taus = cfg.tau_candidates(loop_tau) if scan else [loop_tau]
+    scan = {}
     for k, t in enumerate(taus):
         report("after", k, len(taus), {"tau": t})
         scan[t] = measure(model, tok, target, cfg.final_n, t, cfg.seed + 100_003,

@@ -1,20 +1,16 @@
 """The objectives of refinement (refine.py, DESIGN §16): one batch's loss, on the tau = 1
-density of the model, and the adaptive tempering of the fkl weights."""
+density of the model, and the adaptive tempering of the fkl weights. `batch` is refine._Batch,
+`cfg` a refine.RefineConfig (not imported here: refine.py imports this module)."""
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .model import token_log_probs
 from .reweight import DROPPED
-
-if TYPE_CHECKING:
-    from .refine import RefineConfig, _Batch
-    from .tokenizer import Tokenizer
 
 def adaptive_beta(log_w: np.ndarray, beta_max: float, ess_fraction: float) -> float:
     """The largest beta <= beta_max at which softmax(beta log_w) keeps `ess_fraction` of the
@@ -38,7 +34,7 @@ def adaptive_beta(log_w: np.ndarray, beta_max: float, ess_fraction: float) -> fl
     return math.exp(lo)
 
 
-def _fkl_loss(model, batch: _Batch, cond, beta: float) -> torch.Tensor:
+def _fkl_loss(model, batch, cond, beta: float) -> torch.Tensor:
     """-sum_i wbar_i log q_1(y_i) / T with wbar = softmax(beta log_w) over the batch."""
     log_w = batch.ensemble.log_w
     if not np.isfinite(log_w).any():
@@ -48,7 +44,7 @@ def _fkl_loss(model, batch: _Batch, cond, beta: float) -> torch.Tensor:
     return -(w * lp1).sum() / cond.n_tokens
 
 
-def _rkl_loss(model, batch: _Batch, cond, tok: Tokenizer, clip: float) -> torch.Tensor:
+def _rkl_loss(model, batch, cond, tok, clip: float) -> torch.Tensor:
     """Score-function surrogate of KL(q_1 || p) / T from a batch drawn at the loop's tau."""
     lp1 = token_log_probs(model, batch.bins, cond).double().sum(1)  # (B,)
     with torch.no_grad():
@@ -66,7 +62,7 @@ def _rkl_loss(model, batch: _Batch, cond, tok: Tokenizer, clip: float) -> torch.
     return (adv * lp1).sum() / cond.n_tokens
 
 
-def loss_of(model, batch: _Batch, cond, tok: Tokenizer, cfg: RefineConfig, beta: float) -> torch.Tensor:
+def loss_of(model, batch, cond, tok, cfg, beta: float) -> torch.Tensor:
     if cfg.objective == "fkl":
         return _fkl_loss(model, batch, cond, beta)
     if cfg.objective == "rkl":

@@ -118,11 +118,13 @@ def test_snis_from_the_refined_model_is_unbiased(refined_toy):
 def test_guard_rolls_back_to_the_best_state(refined_toy):
     """A learning rate far too large wrecks a good model at once: every check scores worse than
     the start, so the guard rolls back until it gives up, and the result is the start's state
-    (the fresh after-samples are then the before-samples, seed for seed)."""
+    (the fresh after-samples are then the before-samples, seed for seed: no tau scan, the
+    parent's tau is kept)."""
     _, tok, first = refined_toy
     start = first.model
     cfg = RefineConfig(**TOY | {"lr": 1.0, "eval_every": 1, "max_rollbacks": 1})
-    res = refine(start, tok, dimer_target(DIMER), cfg)
+    res = refine(start, tok, dimer_target(DIMER), cfg, card_tau=0.9)
+    assert res.tau == 0.9 and list(res.tau_scan) == ["0.9"]
     assert res.rollbacks == 2 and res.steps == 2
     assert [h["action"] for h in res.history] == ["best", "rollback", "rollback"]
     assert res.history[1]["score"] < res.history[0]["score"] - cfg.rollback_nats

@@ -67,16 +67,20 @@ def _refined(parent: Path, target, minutes: float, objective: str, lr: float, ba
         cfg = RefineConfig(objective=objective, steps=None, minutes=minutes, lr=lr,
                            batch_ess=batch_ess, seed=seed)
         refine_checkpoint(load(parent), target.peptide, cfg, out, progress=_log(out))
-    elif "tau_scan" not in read_card(out).raw["refined"]:
-        _scan_tau(out, target, seed)
+    else:
+        rec = read_card(out).raw["refined"]
+        improved = any(h["action"] == "best" for h in rec["history"][1:])
+        if "tau_scan" not in rec or (not improved and rec["tau"] != rec["tau_before"]):
+            _scan_tau(out, target, seed, improved)
     rec = read_card(out).raw["refined"]
     return {k: rec[k] for k in ("objective", "steps", "wall_time_s", "rollbacks", "ess_before",
                                 "ess_after", "n_fresh", "tau", "tau_before", "tau_scan")}
 
 
-def _scan_tau(out: Path, target, seed: int) -> None:
-    """A model refined before `refine.pick_tau` existed gets its tau chosen the same way now;
-    its card says so (`tau_scan_after_the_fact`)."""
+def _scan_tau(out: Path, target, seed: int, improved: bool) -> None:
+    """A model refined before `refine.pick_tau` existed (or before a parent returned unchanged
+    kept its tau) gets its tau chosen the way refine() now does; its card says so
+    (`tau_scan_after_the_fact`)."""
     from ..checkpoint import load
     from ..files import read_json, write_json
     from ..refine import RefineConfig, pick_tau, target_for
@@ -85,9 +89,10 @@ def _scan_tau(out: Path, target, seed: int) -> None:
     rec = card["refined"]
     cfg = RefineConfig(**{k: v for k, v in rec["config"].items()
                           if k in RefineConfig.__dataclass_fields__} | {"seed": seed})
+    loop_tau = cfg.loop_tau(rec["tau_before"]) if improved else rec["tau_before"]
     tau, after, scan = pick_tau(loaded.model, loaded.tokenizer,
                                 target_for(target.peptide, loaded.config.preset), cfg,
-                                float(rec["tau"]), _log(out))
+                                float(loop_tau), _log(out), scan=improved)
     rec.update(tau=tau, ess_after=after.ess_fraction, after=after.summary(), tau_scan=scan,
                tau_scan_after_the_fact=True)
     card["tau"] = tau
