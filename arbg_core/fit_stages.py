@@ -11,6 +11,7 @@ its wall-clock budget.
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 from .files import read_json, write_json
@@ -76,13 +77,13 @@ def md_jobs(fit) -> list:
     return jobs
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Pool initializer: this MD process gets SIGKILL when the fit process dies (Linux)."""
+def _die_with_parent(parent_pid: int, sig: int = signal.SIGKILL) -> None:
+    """Pool initializer (or preexec_fn): this process gets `sig` when the fit process dies
+    (Linux)."""
     import ctypes
-    import signal
 
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        ctypes.CDLL(None, use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass  # elsewhere a killed fit's MD runs on to the end of its replica
     if os.getppid() != parent_pid:  # the fit died before the line above
@@ -188,8 +189,8 @@ def train_stage(fit) -> dict:
     if not summary["finished"]:
         print(f"training stopped by its budget at step {summary['steps_done']} of {cfg.steps} "
               "(best/ kept)")
-    keep = ("steps", "steps_done", "world_size", "finished", "best_val_nll", "wall_time_s", "params",
-            "tokens_per_s", "device", "bf16")
+    keep = ("steps", "steps_done", "world_size", "finished", "best_val_nll", "wall_time_s",
+            "params", "tokens_per_s", "device", "bf16")
     return {k: summary[k] for k in keep} | {"folder": "train", "best": "train/best"}
 
 
@@ -197,16 +198,11 @@ def _torchrun_train(fit, cfg, state, track) -> dict:
     """`arbg train --resume` on the fit's data as a torchrun job of fit.cfg.nproc processes
     (DDP; the batch is split over them), which gets SIGTERM when the fit dies (torchrun then
     stops its workers); progress from its saved state. Its summary, as train() returns it."""
-    import signal
+    import functools
     import subprocess
     import sys
 
     from .flags import config_argv
-
-    def die_with_fit():
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
     device = "cpu" if fit.device.type == "cpu" else "auto"  # auto: cuda:LOCAL_RANK per rank
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
@@ -217,7 +213,8 @@ def _torchrun_train(fit, cfg, state, track) -> dict:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as sink:
         proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT,
-                                preexec_fn=die_with_fit if sys.platform == "linux" else None)
+                                preexec_fn=functools.partial(_die_with_parent, os.getpid(),
+                                                             signal.SIGTERM))
         while proc.poll() is None:
             time.sleep(1.0)
             if state.is_file():

@@ -50,8 +50,7 @@ def add_config_flags(p, cls, rename=None, skip=(), defaults=None, choices=None,
     for f in fields(cls):
         if f.name in skip:
             continue
-        flag = rename.get(f.name, "--" + f.name.replace("_", "-"))
-        default = defaults.get(f.name, f.default if f.default is not MISSING else None)
+        flag, default = _flag(f, rename), _default(f, defaults)
         help_ = f.metadata.get("help", "")
         if f.type == "bool":
             action = "store_false" if default else "store_true"
@@ -76,14 +75,23 @@ def config_argv(cfg, rename=None, defaults=None) -> list[str]:
     """The flags add_config_flags made that give the dataclass instance `cfg` back: one per
     field whose value differs from its flag's default (a None value cannot be given on a
     command line and must equal the default). For running a command in another process."""
-    rename, defaults, argv = rename or {}, defaults or {}, []
+    argv = []
     for f in fields(cfg):
-        value = getattr(cfg, f.name)
-        default = defaults.get(f.name, f.default if f.default is not MISSING else None)
+        value, default = getattr(cfg, f.name), _default(f, defaults or {})
         if value == default:
             continue
         if value is None:
             raise ValueError(f"{f.name}=None differs from its flag's default {default!r}")
-        flag = rename.get(f.name, "--" + f.name.replace("_", "-"))
+        flag = _flag(f, rename or {})
         argv += [flag] if f.type == "bool" else [flag, str(value)]
     return argv
+
+
+def _flag(f, rename: dict) -> str:
+    """A field's flag: --field-name, or rename[field]."""
+    return rename.get(f.name, "--" + f.name.replace("_", "-"))
+
+
+def _default(f, defaults: dict):
+    """A field's flag default: defaults[field], else the field's (None if it has none)."""
+    return defaults.get(f.name, f.default if f.default is not MISSING else None)

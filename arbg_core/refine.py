@@ -4,24 +4,14 @@ Each step draws a batch from the current model with its exact log q, scores it (
 chirality fix and `log_w = -u - log q` of reweight.py) and takes one gradient step on the tau = 1
 density of the model, whatever tau the batch was drawn at:
 
-- "fkl": self-normalized importance-weighted maximum likelihood (forward KL(p || q)), weights
-  tempered as w^beta with beta annealed from `beta0` to 1 and, per batch, lowered further until
-  the tempered weights keep `batch_ess` of the batch as effective samples (adaptive tempering, as
-  SMC samplers choose their next temperature): each step then moves q toward q^(1-beta) p^beta
-  on many samples instead of fitting the one best sample of a batch whose log weights span 10^11
-  nats. It may draw at any tau since the weights correct for the proposal exactly.
-- "rkl": the score-function gradient of the reverse KL(q || p),
-  `E[rho (log q + u - b) grad log q]`, rewards clipped to the batch's quantiles, b the batch
-  mean, rho = q_1 / q_tau self-normalized (1 when the batch is drawn at tau = 1).
-- "mix": (1 - mix) fkl + mix rkl.
+"fkl" (importance-weighted likelihood, adaptively tempered), "rkl" (the reverse KL's score
+function) or "mix" of the two: refine_objectives.py.
 
 The collapse guard: every `eval_every` steps a held-aside batch of fresh samples (the same seed at
 every check, never trained on, so that checks compare models rather than draws) gives a score,
 the median of its log weights (dropped samples count as -inf), and its ESS. The median says how
 close a typical sample is to the target and stays informative where the ESS is one or two samples
-out of a thousand, as for a transferable model's zero-shot ensembles; a mean, even clipped to the
-[0.05, 0.95] quantiles, follows the clashes' 10^10-kT energies and moved by 10^10 nats between
-checks of one model, so that every check below the best triggered a rollback. The state of
+out of a thousand (a mean, even clipped, follows the clashes' 10^10-kT energies). The state of
 the best score is kept. When the score falls `rollback_nats` below the best, or the ESS below
 `rollback` x the best state's (once that held at least `MIN_ESS_COUNT` effective samples), the
 model goes back to the best state with a fresh optimizer at half the learning rate; after
@@ -51,7 +41,7 @@ from .peptide import AtomFeatures
 from .reweight import MIRRORED, ReweightedEnsemble, log_weights, reweight
 from .sampling import extend, inference, log_prob, sample
 from .tokenizer import Tokenizer
-from .refine_objectives import adaptive_beta, loss_of
+from .refine_objectives import adaptive_beta, loss_of, median_or_inf
 
 OBJECTIVES = ("fkl", "rkl", "mix")
 MIN_ESS_COUNT = 20  # effective samples below which an ESS fall is noise, not collapse
@@ -106,24 +96,32 @@ class RefineConfig:
         if min(self.batch_size, self.eval_n, self.final_n) < 2 or self.eval_every < 1:
             raise ValueError("batch_size, eval_n and final_n must be at least 2, eval_every 1")
         if not (self.lr > 0 and self.grad_clip > 0 and 0 < self.beta0 <= 1
-                and 0 < self.anneal <= 1 and 0 <= self.batch_ess < 1 and 0 <= self.reward_clip < 0.5 and 0 <= self.mix <= 1
+                and 0 < self.anneal <= 1 and 0 <= self.batch_ess < 1
+                and 0 <= self.reward_clip < 0.5 and 0 <= self.mix <= 1
                 and 0 < self.rollback < 1 and self.rollback_nats > 0 and self.max_rollbacks >= 0
                 and 0 <= self.clip_fraction < 1):
-            raise ValueError("lr, grad_clip, rollback_nats > 0; beta0, anneal in (0, 1]; batch_ess in [0, 1); "
-                             "reward_clip in [0, 0.5); mix in [0, 1]; rollback in (0, 1); "
-                             "max_rollbacks >= 0; clip_fraction in [0, 1)")
-        for t in [self.tau] + self.tau_candidates(1.0)[1:]:
+            raise ValueError("lr, grad_clip, rollback_nats > 0; beta0, anneal in (0, 1]; "
+                             "batch_ess in [0, 1); reward_clip in [0, 0.5); mix in [0, 1]; "
+                             "rollback in (0, 1); max_rollbacks >= 0; clip_fraction in [0, 1)")
+        for t in [self.tau, *self._final_taus()]:
             if t is not None and not 0.05 <= t <= 5.0:
                 raise ValueError(f"temperature tau={t} is outside the sensible range 0.05..5")
 
-    def tau_candidates(self, loop_tau: float) -> list[float]:
-        """The loop's tau first, then final_taus (ValueError if one is not a number)."""
+    def _final_taus(self) -> list[float]:
         try:
-            extra = [float(t) for t in self.final_taus.split(",") if t.strip()]
+            return [float(t) for t in self.final_taus.split(",") if t.strip()]
         except ValueError:
             raise ValueError(f"final_taus must be comma-separated numbers, got "
                              f"{self.final_taus!r}") from None
-        return [loop_tau] + [t for t in extra if t != loop_tau]
+
+    def tau_candidates(self, loop_tau: float) -> list[float]:
+        """The loop's tau first, then final_taus."""
+        return [loop_tau] + [t for t in self._final_taus() if t != loop_tau]
+
+    @property
+    def fresh_seed(self) -> int:
+        """Seed of the fresh samples before and after (never drawn by the loop or the guard)."""
+        return self.seed + 100_003
 
     def loop_tau(self, card_tau: float) -> float:
         """The temperature the loop draws at: tau, else 1 for rkl, else the card's."""
@@ -266,12 +264,6 @@ class _Guard:
         return out
 
 
-def median_or_inf(values: np.ndarray) -> float:
-    """The median of `values` with non-finite ones counted as -inf."""
-    values = np.asarray(values, np.float64)
-    return float(np.median(np.where(np.isfinite(values), values, -np.inf)))
-
-
 def _trainable_copy(model: ArBG) -> ArBG:
     """A copy to train (the loaded model may be shared read-only): eval mode (no dropout, and
     the sampler's check), gradients on."""
@@ -291,9 +283,9 @@ def refine(model: ArBG, tok: Tokenizer, target: Target, cfg: RefineConfig,
     """Refine a copy of `model` against `target` (the model itself is left untouched)."""
     report = progress or (lambda *a: None)
     tau = cfg.loop_tau(card_tau)
-    final_seed = cfg.seed + 100_003
     report("before", 0, 1, {})
-    before = measure(model, tok, target, cfg.final_n, card_tau, final_seed, cfg.clip_fraction)
+    before = measure(model, tok, target, cfg.final_n, card_tau, cfg.fresh_seed,
+                     cfg.clip_fraction)
     report("before", 1, 1, {"ess": before.ess_fraction})
     work = _trainable_copy(model)
     device = next(work.parameters()).device
@@ -332,30 +324,35 @@ def refine(model: ArBG, tok: Tokenizer, target: Target, cfg: RefineConfig,
         history.append({"step": step, "elapsed_s": wall} | guard.check())
     work.load_state_dict(guard.best_state)
     work.requires_grad_(False)
-    if any(h["action"] == "best" for h in history[1:]):
+    if improved(history):
         best, after, scan = pick_tau(work, tok, target, cfg, tau, report)
     else:  # no check beat the parent: the result is the parent, at the parent's tau
-        best, after, scan = pick_tau(work, tok, target, cfg, card_tau, report, scan=False)
+        best, after, scan = pick_tau(work, tok, target, cfg, card_tau, report, others=False)
     return RefineResult(work, best, card_tau, step, wall, guard.rollbacks, before.summary(),
                         after.summary(), history, scan)
 
 
+def improved(history: list[dict]) -> bool:
+    """Whether a held-aside check after the start beat the parent (else the result is it)."""
+    return any(h["action"] == "best" for h in history[1:])
+
+
 def pick_tau(model: ArBG, tok: Tokenizer, target: Target, cfg: RefineConfig, loop_tau: float,
-             report: Progress | None = None, scan: bool = True
+             report: Progress | None = None, others: bool = True
              ) -> tuple[float, ReweightedEnsemble, dict]:
     """(tau of the highest ESS among cfg.tau_candidates(loop_tau), its ensemble, {tau: ESS}),
     each tau measured on final_n fresh samples of the same seed (a paired comparison; ties go
-    to the loop's tau). With scan=False, loop_tau alone."""
+    to the loop's tau). With others=False, loop_tau alone."""
     report = report or (lambda *a: None)
-    taus = cfg.tau_candidates(loop_tau) if scan else [loop_tau]
-    scan = {}
+    taus = cfg.tau_candidates(loop_tau) if others else [loop_tau]
+    measured = {}
     for k, t in enumerate(taus):
         report("after", k, len(taus), {"tau": t})
-        scan[t] = measure(model, tok, target, cfg.final_n, t, cfg.seed + 100_003,
-                          cfg.clip_fraction)
-    best = max(taus, key=lambda t: scan[t].ess_fraction)
-    report("after", len(taus), len(taus), {"tau": best, "ess": scan[best].ess_fraction})
-    return best, scan[best], {str(t): e.ess_fraction for t, e in scan.items()}
+        measured[t] = measure(model, tok, target, cfg.final_n, t, cfg.fresh_seed,
+                              cfg.clip_fraction)
+    best = max(taus, key=lambda t: measured[t].ess_fraction)
+    report("after", len(taus), len(taus), {"tau": best, "ess": measured[best].ess_fraction})
+    return best, measured[best], {str(t): e.ess_fraction for t, e in measured.items()}
 
 
 # ------------------------------------------------------------------------------- checkpoints

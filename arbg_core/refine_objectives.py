@@ -1,6 +1,19 @@
 """The objectives of refinement (refine.py, DESIGN §16): one batch's loss, on the tau = 1
-density of the model, and the adaptive tempering of the fkl weights. `batch` is refine._Batch,
-`cfg` a refine.RefineConfig (not imported here: refine.py imports this module)."""
+density of the model, the adaptive tempering of the fkl weights, and the guard's statistic
+of log weights. `batch` is refine._Batch,
+`cfg` a refine.RefineConfig (not imported here: refine.py imports this module).
+
+- "fkl": self-normalized importance-weighted maximum likelihood (forward KL(p || q)), weights
+  tempered as w^beta with beta annealed from `beta0` to 1 and, per batch, lowered further until
+  the tempered weights keep `batch_ess` of the batch as effective samples (adaptive tempering, as
+  SMC samplers choose their next temperature): each step then moves q toward q^(1-beta) p^beta
+  on many samples instead of fitting the one best sample of a batch whose log weights span 10^11
+  nats. It may draw at any tau since the weights correct for the proposal exactly.
+- "rkl": the score-function gradient of the reverse KL(q || p),
+  `E[rho (log q + u - b) grad log q]`, rewards clipped to the batch's quantiles, b the batch
+  mean, rho = q_1 / q_tau self-normalized (1 when the batch is drawn at tau = 1).
+- "mix": (1 - mix) fkl + mix rkl.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +24,13 @@ import torch
 
 from .model import token_log_probs
 from .reweight import DROPPED
+
+
+def median_or_inf(values: np.ndarray) -> float:
+    """The median of `values` with non-finite ones counted as -inf."""
+    values = np.asarray(values, np.float64)
+    return float(np.median(np.where(np.isfinite(values), values, -np.inf)))
+
 
 def adaptive_beta(log_w: np.ndarray, beta_max: float, ess_fraction: float) -> float:
     """The largest beta <= beta_max at which softmax(beta log_w) keeps `ess_fraction` of the
@@ -69,5 +89,3 @@ def loss_of(model, batch, cond, tok, cfg, beta: float) -> torch.Tensor:
         return _rkl_loss(model, batch, cond, tok, cfg.reward_clip)
     return ((1 - cfg.mix) * _fkl_loss(model, batch, cond, beta)
             + cfg.mix * _rkl_loss(model, batch, cond, tok, cfg.reward_clip))
-
-

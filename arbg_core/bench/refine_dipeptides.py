@@ -61,7 +61,7 @@ def _refined(parent: Path, target, minutes: float, objective: str, lr: float, ba
              seed: int, out: Path) -> dict:
     """The refined checkpoint in `out` (made once; a kill leaves none), its card's record."""
     from ..checkpoint import load, read_card
-    from ..refine import RefineConfig, refine_checkpoint
+    from ..refine import RefineConfig, improved, refine_checkpoint
 
     if not (out / "model.safetensors").is_file():
         cfg = RefineConfig(objective=objective, steps=None, minutes=minutes, lr=lr,
@@ -69,9 +69,9 @@ def _refined(parent: Path, target, minutes: float, objective: str, lr: float, ba
         refine_checkpoint(load(parent), target.peptide, cfg, out, progress=_log(out))
     else:
         rec = read_card(out).raw["refined"]
-        improved = any(h["action"] == "best" for h in rec["history"][1:])
-        if "tau_scan" not in rec or (not improved and rec["tau"] != rec["tau_before"]):
-            _scan_tau(out, target, seed, improved)
+        better = improved(rec["history"])
+        if "tau_scan" not in rec or (not better and rec["tau"] != rec["tau_before"]):
+            _scan_tau(out, target, seed, better)
     rec = read_card(out).raw["refined"]
     return {k: rec[k] for k in ("objective", "steps", "wall_time_s", "rollbacks", "ess_before",
                                 "ess_after", "n_fresh", "tau", "tau_before", "tau_scan")}
@@ -92,7 +92,7 @@ def _scan_tau(out: Path, target, seed: int, improved: bool) -> None:
     loop_tau = cfg.loop_tau(rec["tau_before"]) if improved else rec["tau_before"]
     tau, after, scan = pick_tau(loaded.model, loaded.tokenizer,
                                 target_for(target.peptide, loaded.config.preset), cfg,
-                                float(loop_tau), _log(out), scan=improved)
+                                float(loop_tau), _log(out), others=improved)
     rec.update(tau=tau, ess_after=after.ess_fraction, after=after.summary(), tau_scan=scan,
                tau_scan_after_the_fact=True)
     card["tau"] = tau
