@@ -34,7 +34,8 @@ from pathlib import Path
 from .files import read_json, write_json
 from .flags import add_config_flags, config_from
 from .tune import (MDCorpus, Target, best_tau, cached, evaluate_target, evaluation_row, log,
-                   mean_table, split_replicas, tune_tau, weights_hash)
+                   mean_table, reference_test, split_replicas, tune_tau,
+                   weights_hash)
 
 DEFAULTS = {  # per mode, for the flags left unset
     False: {"taus": "0.9,0.95,1.0,1.05,1.1", "n_tune": 20_000, "batch_size": 256,
@@ -62,6 +63,12 @@ class ShipConfig:
     name: str = _flag(None, "name of the shipped model")
     transferable: bool = _flag(False, "ship a transferable (sequence-conditioned) model")
     train_frames: int = _flag(None, "frames of each replica seen in training", "per-system")
+    val_frames: int = _flag(None, "validation frames of each replica: the last ones of its first "
+                                  "train_frames (default 10 %% of them)", "per-system")
+    test: str = _flag(None, "test frames from a reference .npz (xyz_test, e.g. assets/reference/"
+                            "NAME.npz) instead of the frames after --train-frames: a model "
+                            "trained on another MD run evaluated on a shipped model's test split "
+                            "(that file is kept as is)", "per-system")
     taus: str = _flag(None, "comma-separated taus to try (per-system 0.9,0.95,1.0,1.05,1.1; "
                             "transferable 0.8,0.9,1.0)")
     n_tune: int = _flag(None, "proposals per validation system and tau (20000; transferable "
@@ -85,7 +92,8 @@ class ShipConfig:
     def __post_init__(self):
         from .checks import POSITIVE_INT, SEED, Range, check, optional
 
-        check(self, train_frames=optional(POSITIVE_INT), n_tune=optional(POSITIVE_INT),
+        check(self, train_frames=optional(POSITIVE_INT), val_frames=optional(POSITIVE_INT),
+              n_tune=optional(POSITIVE_INT),
               n_proposals=POSITIVE_INT, n_eval=Range(int, 2), ref_frames=optional(POSITIVE_INT),
               lag=POSITIVE_INT, batch_size=optional(POSITIVE_INT), seed=SEED)
 
@@ -228,10 +236,14 @@ def ship_system(cfg: ShipConfig, loaded) -> Path | None:
     spec, dest = loaded.config.system, Path(cfg.dest)
     pep = build(spec.sequence, spec.termini)
     em = EnergyModel(pep.topology, spec.preset)
-    val, test = split_replicas(load_source(cfg.md), cfg.train_frames)
+    val, test = split_replicas(load_source(cfg.md), cfg.train_frames, cfg.val_frames,
+                               need_test=not cfg.test)
+    if cfg.test:
+        test = reference_test(cfg.test, pep.topology)
     log(f"validation frames {val.n_frames}, test frames {test.n_frames}")
     out_eval = dest / "results" / f"ship_{cfg.name}"
-    val_name = (f"{pep.name} frames {int(round(0.9 * cfg.train_frames))}..{cfg.train_frames} "
+    n_val = cfg.val_frames or int(round(0.1 * cfg.train_frames))
+    val_name = (f"{pep.name} frames {cfg.train_frames - n_val}..{cfg.train_frames} "
                 f"of {cfg.md}")  # what the tuning cache's key says it validated on
     u_val = None if cfg.tuning else em.reduced_energy(val.xyz)
     tuning = _system_tuning(cfg, loaded, Target(val_name, pep, em, val, u_val), out_eval / "tuning")
@@ -245,8 +257,10 @@ def ship_system(cfg: ShipConfig, loaded) -> Path | None:
     report, s = ev.report, ev.report["sampling"]
     log(f"test: {json.dumps(report['metrics'])}")
     md_meta = run_meta(cfg.md)
-    evaluation = {"split": f"frames {cfg.train_frames}.. of each replica of the MD run "
-                           f"({test.n_frames} frames, never seen in training)",
+    split = (f"the test frames of {cfg.test} ({test.n_frames} frames of another MD run)"
+             if cfg.test else f"frames {cfg.train_frames}.. of each replica of the MD run "
+             f"({test.n_frames} frames, never seen in training)")
+    evaluation = {"split": split,
                   "n_proposals": cfg.n_proposals, "n_eval": cfg.n_eval,
                   "metrics": report["metrics"], "ess": s.get("ess"),
                   "ess_fraction": s.get("ess_fraction"), "counts": s.get("counts"),
@@ -257,6 +271,9 @@ def ship_system(cfg: ShipConfig, loaded) -> Path | None:
                            f"Per-system ArBG for {pep.name} ({pep.n_atoms} atoms)",
                            {"md_reference": {"folder": cfg.md, **md_meta}}, tuning, tau, evaluation)
     ref = dest / "assets" / "reference" / f"{cfg.name}.npz"
+    if cfg.test and ref.resolve() == Path(cfg.test).resolve():
+        log(f"shipped {model_dir}; its test ensemble stays {ref}")
+        return model_dir
     ref.parent.mkdir(parents=True, exist_ok=True)
     save_reference(ref, test, pep.features, cfg.ref_frames,
                    {"system": asdict(spec), "source": cfg.md,

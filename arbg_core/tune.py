@@ -152,19 +152,33 @@ def mean_table(rows: list[dict]) -> dict:
 
 # --- where the validation and test frames come from ---------------------------------------------
 
-def split_replicas(replicas, train_frames: int):
-    """Per replica: validation = the last 10 % of its first `train_frames` frames, test = the
-    rest (the frames training never saw)."""
+def split_replicas(replicas, train_frames: int, val_frames: int | None = None,
+                   need_test: bool = True):
+    """Per replica: validation = the last `val_frames` (default 10 %) of its first `train_frames`
+    frames, test = the rest (the frames training never saw; None without `need_test`)."""
     import mdtraj as md
 
-    n_val0 = int(round(0.9 * train_frames))
+    n_val0 = train_frames - (val_frames or int(round(0.1 * train_frames)))
+    if n_val0 < 0:
+        raise ValueError(f"--val-frames {val_frames} is more than --train-frames {train_frames}")
     test = [r[train_frames:] for r in replicas if r.n_frames > train_frames]
-    if not test:
+    if need_test and not test:
         raise ValueError(f"no replica of the MD run has more than {train_frames} frames: "
                          "nothing to test on")
-    val = [r[n_val0:train_frames] for r in replicas]
-    return (md.join(val, check_topology=True, discard_overlapping_frames=False),
-            md.join(test, check_topology=True, discard_overlapping_frames=False))
+    val = md.join([r[n_val0:train_frames] for r in replicas], check_topology=True,
+                  discard_overlapping_frames=False)
+    return val, (md.join(test, check_topology=True, discard_overlapping_frames=False)
+                 if test else None)
+
+
+def reference_test(path: str, topology):
+    """The test frames of a reference .npz (`arbg evaluate --reference`), checked to be the
+    atoms of `topology` in its order."""
+    from .report import check_compatible, load_reference
+
+    traj = load_reference(path)
+    check_compatible(traj, topology)
+    return traj
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,30 @@ def test_ship_per_system_reproduces(tmp_path, tiny, md_run):
     assert np.isfinite(ev["metrics"]["reweighted"]["e_w2"])
 
 
+def test_ship_on_another_runs_test_split(tmp_path, tiny, md_run, capsys):
+    """--test: the card's figures are `arbg evaluate` on that reference file; --val-frames: the
+    tuning validates on exactly those frames; a shipped test ensemble named as --test is kept."""
+    args = ["--checkpoint", str(tiny), "--md", str(md_run), "--name", "t", *SIZES]
+    ship.main([*args, "--train-frames", "20", "--dest", str(tmp_path / "a")])
+    ref = tmp_path / "a" / "assets" / "reference" / "t.npz"
+    before = ref.read_bytes()
+    capsys.readouterr()
+    ship.main([*args, "--train-frames", "40", "--val-frames", "5", "--test", str(ref),
+               "--dest", str(tmp_path / "a")])
+    assert ref.read_bytes() == before
+    assert "validation frames 5, test frames 20" in capsys.readouterr().out
+    card = _card(tmp_path / "a", "t")
+    assert card["evaluation"]["split"].startswith(f"the test frames of {ref} (20 frames")
+    assert "--val-frames 5" in card["commands"]["reproduce"]
+    report = _evaluate(tmp_path, tiny, ref, card["tau"])
+    assert card["evaluation"]["metrics"] == report["metrics"]
+    assert card["evaluation"]["ess"] == report["sampling"]["ess"]
+    for argv, match in ((["--train-frames", "40", "--val-frames", "50"], "more than"),
+                        (["--train-frames", "20", "--test", str(tmp_path / "no.npz")], "no.npz")):
+        with pytest.raises(cli.UsageError, match=match):
+            ship.main([*args, *argv, "--dest", str(tmp_path / "b")])
+
+
 def test_ship_transferable_reproduces_and_caches(tmp_path, tiny_transferable, corpus_md):
     args = ["--transferable", "--checkpoint", str(tiny_transferable), "--md", str(corpus_md),
             "--name", "g", "--ref-frames", "5", *SIZES]
