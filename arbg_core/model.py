@@ -358,7 +358,8 @@ def token_log_probs(model: ArBG, bins: torch.Tensor, cond: Conditioning,
     the module inside."""
     bos = getattr(model, "module", model).bos
     logits = model(shift_right(bins, bos), cond)  # (B, T, V)
-    logp = torch.log_softmax(logits.float() / tau, dim=-1)
+    logits = logits.float()
+    logp = torch.log_softmax(logits if tau == 1.0 else logits / tau, dim=-1)
     logp = logp.gather(-1, bins.unsqueeze(-1)).squeeze(-1)  # (B, T)
     return logp.masked_fill(~cond.valid, 0.0)
 
