@@ -1,8 +1,8 @@
 """Training loop: teacher-forced cross-entropy over bins, one process or torchrun (DDP).
 
 Every step draws a batch of frames, rotates each one at random about its centroid, tokenizes,
-and minimizes the mean cross-entropy over real (unpadded) tokens. AdamW (or Muon on the weight
-matrices) with linear warm-up and cosine decay, gradient clipping, bf16 autocast where the
+and minimizes the mean cross-entropy over real (unpadded) tokens. Muon on the weight matrices
+and AdamW on the rest (or AdamW throughout) with linear warm-up and cosine decay, gradient clipping, bf16 autocast where the
 device has fast bf16 matmuls (CUDA; CPUs where a timed bf16 matmul beats fp32, e.g. AMX).
 Rank 0 validates (NLL in nats per nm-coordinate of the continuous density), keeps `best/` and
 `last/` checkpoints (safetensors + JSON) and a `state/` (train_state.py) that `--resume` continues from.
@@ -29,6 +29,7 @@ from .files import write_json
 from .flags import option
 from .loop import MOMENTS, Run, cpu_bf16_is_faster, lr_factor  # noqa: F401 (train's API)
 from .model import ArBG, ModelConfig
+from .muon import Muon
 from .tokenizer import Tokenizer, TokenizerConfig
 
 A_SINGLE, A_TRANSFERABLE = 3.0, 4.5  # box half-width in units of std (paper)
@@ -110,8 +111,8 @@ def _optimizers(model: ArBG, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
         matrices = [p for n, p in model.named_parameters() if p.ndim == 2 and ".blocks." in f".{n}"]
         ids = {id(p) for p in matrices}
         rest = [p for p in model.parameters() if id(p) not in ids]
-        return [torch.optim.Muon(matrices, lr=cfg.muon_lr or cfg.lr, weight_decay=cfg.weight_decay,
-                                 adjust_lr_fn="match_rms_adamw"),
+        return [Muon(matrices, lr=cfg.muon_lr or cfg.lr, weight_decay=cfg.weight_decay,
+                     adjust_lr_fn="match_rms_adamw", fp32_iteration=not fused),
                 torch.optim.AdamW(rest, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95),
                                   fused=fused)]
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose {' or '.join(OPTIMIZERS)}")
