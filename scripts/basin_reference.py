@@ -9,7 +9,11 @@ exp(-(1 - T/T_run) u) take their frames back to the preset temperature T.
         --name ala2 [--blocks 10] [--card assets/models/ala2/card.json]
 
 Writes results/basin_reference_NAME.json; with --card, also stores it in that model card under
-evaluation.phi_positive_basin_reference_md.
+evaluation.phi_positive_basin_reference_md. The reference is a property of the MD, not of a
+model: a retrained model's card takes the stored one without the MD at hand,
+
+    python scripts/basin_reference.py --from results/basin_reference_ala2.json \
+        --card assets/models/ala2/card.json
 """
 
 from __future__ import annotations
@@ -64,11 +68,21 @@ def combine(rows: list[dict]) -> dict | None:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--md", nargs="+", required=True, help="`arbg md` folders (any temperature)")
-    p.add_argument("--name", required=True)
+    p.add_argument("--md", nargs="+", help="`arbg md` folders (any temperature)")
+    p.add_argument("--name")
     p.add_argument("--blocks", type=int, default=10)
     p.add_argument("--card", help="model card to store the result in")
+    p.add_argument("--from", dest="stored", metavar="JSON",
+                   help="a result this script wrote before: store it in --card, run nothing")
     a = p.parse_args(argv)
+    if a.stored:
+        if not a.card or a.md:
+            p.error("--from takes --card and no --md")
+        store(a.card, read_json(a.stored))
+        print(f"{a.stored} -> {a.card}")
+        return
+    if not (a.md and a.name):
+        p.error("--md and --name are required (or --from JSON --card CARD)")
 
     rows = [run_row(folder, a.blocks) for folder in map(Path, a.md)]
     presets = sorted({r.pop("preset") for r in rows})
@@ -82,10 +96,14 @@ def main(argv=None):
                                                (argv if argv is not None else sys.argv[1:]))}
     out = write_json(ROOT / "results" / f"basin_reference_{a.name}.json", result)
     if a.card:
-        card = read_json(a.card)
-        card.setdefault("evaluation", {})["phi_positive_basin_reference_md"] = result
-        write_json(a.card, card)
+        store(a.card, result)
     print(f"-> {out}")
+
+
+def store(card_path: str, result: dict) -> None:
+    card = read_json(card_path)
+    card.setdefault("evaluation", {})["phi_positive_basin_reference_md"] = result
+    write_json(card_path, card)
 
 
 if __name__ == "__main__":
