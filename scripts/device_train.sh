@@ -19,6 +19,11 @@
 # Muon (the paper's optimizer), 4,096 frames a step (the paper: 512; 8x for a compute-bound step
 # on an H200), 6,000 steps = 1.5 billion tokens of alanine dipeptide (the issue's floor: 1e9).
 # BENCH=1 first measures `arbg bench train` (results in the run folder's train_cuda.json).
+# The CPU fallback (#16: no GPU lent) is the same command in the background here, e.g.
+#   DEVICE=cpu SIZE=small BINS=1024 BATCH=256 STEPS=2500 WARMUP=150 VAL_EVERY=250 SAVE_EVERY=50 \
+#   LOG_EVERY=50 MOMENTS=fp32 DATA=devcarry/aaa.npz RUN=runs/cpu_aaa OUT=runs/cpu_aaa.out \
+#   BUDGET_S=3600 OMP_NUM_THREADS=1 nohup scripts/device_train.sh &
+# and each rerun continues the run (a lent GPU can take over the same folder, unpacked).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
@@ -48,7 +53,8 @@ timeout $(( left + 120 )) "${ARBG[@]}" train --data "$DATA" --out "$RUN" "${resu
   --size "${SIZE:-base}" --bins "${BINS:-4096}" --frame "${FRAME:-body}" \
   --optimizer "${OPTIMIZER:-muon}" --lr "${LR:-2e-3}" --steps "${STEPS:-6000}" \
   --batch-size "${BATCH:-4096}" --warmup-steps "${WARMUP:-500}" --seed "${SEED:-0}" \
-  --val-every "${VAL_EVERY:-1000}" --log-every "${LOG_EVERY:-100}" --moments "${MOMENTS:-bf16}" \
+  --val-every "${VAL_EVERY:-1000}" --save-every "${SAVE_EVERY:-500}" \
+  --log-every "${LOG_EVERY:-100}" --moments "${MOMENTS:-bf16}" \
   --budget-s "$left" --device "$DEVICE" > "$RUN/train.log" 2> "$RUN/train.err"
 rc=$?
 set -e
