@@ -85,8 +85,7 @@ def run_md(topology, xyz: np.ndarray, out_dir: str | os.PathLike, config: MDConf
     temperature = (config.temperature_k if config.temperature_k is not None
                    else get_preset(config.preset).temperature_k)
     system = create_system(topology, config.preset)
-    state = _read_state(out)
-    _check_same_settings(out, state, config)
+    state = _check_same_settings(out, _read_state(out), config)
     platform_name = (state or {}).get("platform") or (
         fastest_platform(system, np.asarray(xyz, float)) if config.platform == "auto"
         else config.platform)
@@ -116,12 +115,22 @@ def run_md(topology, xyz: np.ndarray, out_dir: str | os.PathLike, config: MDConf
     return out
 
 
-def _check_same_settings(out: Path, state: dict | None, config: MDConfig) -> None:
-    """A folder resumes only the run it holds."""
-    if state is not None and state["config"] != asdict(config):
-        changed = {k for k, v in asdict(config).items() if state["config"].get(k) != v}
-        raise ValueError(f"{out} holds a run with different settings ({', '.join(sorted(changed))}); "
-                         "use another --out or the same settings to resume")
+def _check_same_settings(out: Path, state: dict | None, config: MDConfig) -> dict | None:
+    """A folder resumes only the run it holds, or extends it to a larger --ns (the frames so far
+    in whole chunks: the longer run is then the one a larger --ns from the start gives, frame
+    for frame); returns the state to go on from."""
+    if state is None or state["config"] == asdict(config):
+        return state
+    changed = {k for k, v in asdict(config).items() if state["config"].get(k) != v}
+    if changed == {"ns"} and state["frames_done"] % config.chunk_frames == 0 and (
+            config.n_frames >= state["frames_done"]):
+        meta = read_json(out / "md.json")
+        write_json(out / "md.json", {**meta, "config": {**meta["config"], "ns": config.ns}})
+        state = {**state, "config": asdict(config)}
+        write_json(out / "state.json", state)
+        return state
+    raise ValueError(f"{out} holds a run with different settings ({', '.join(sorted(changed))}); "
+                     "use another --out or the same settings to resume (--ns may grow)")
 
 
 def _simulation(system, config: MDConfig, temperature_k: float, platform_name: str):

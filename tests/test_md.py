@@ -69,6 +69,27 @@ def test_resume_with_other_settings_is_refused(tmp_path, ala2):
         raise AssertionError("a different seed must not silently continue another run")
 
 
+def test_a_run_extended_to_more_ns_is_the_longer_run(tmp_path, ala2):
+    """--ns may grow on a folder: the extension is frame for frame the run that asked for the
+    larger --ns from the start; its md.json says the new length; any other change is refused."""
+    short, long_ = tmp_path / "short", tmp_path / "long"
+    cfg = dict(warmup_ps=1, chunk_frames=5, seed=4, platform="Reference")
+    run_md(ala2.topology, ala2.xyz, short, MDConfig(ns=0.01, **cfg))
+    run_md(ala2.topology, ala2.xyz, short, MDConfig(ns=0.02, **cfg))
+    run_md(ala2.topology, ala2.xyz, long_, MDConfig(ns=0.02, **cfg))
+    extended, reference = load_run(short), load_run(long_)
+    assert extended.n_frames == reference.n_frames == 20
+    np.testing.assert_array_equal(extended.xyz, reference.xyz)
+    assert json.loads((short / "md.json").read_text())["config"]["ns"] == 0.02
+    for other in (dict(ns=0.03, seed=5), dict(ns=0.03, chunk_frames=4)):
+        try:
+            run_md(ala2.topology, ala2.xyz, short, MDConfig(**(cfg | other)))
+        except ValueError as e:
+            assert "different settings" in str(e)
+        else:
+            raise AssertionError(f"{other} must not continue the run")
+
+
 def test_replicas_are_independent(tmp_path):
     out = tmp_path / "reps"
     subprocess.run(arbg("md", "A", "--termini", "capped", "--ns", "0.01", "--warmup-ps", "1",
