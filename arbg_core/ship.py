@@ -34,7 +34,7 @@ from pathlib import Path
 from .files import read_json, write_json
 from .flags import add_config_flags, config_from
 from .tune import (MDCorpus, Target, best_tau, cached, evaluate_target, evaluation_row, log,
-                   mean_table, reference_test, split_replicas, tune_tau,
+                   mean_table, reference_test, split_replicas, tune_tau, validation_start,
                    weights_hash)
 
 DEFAULTS = {  # per mode, for the flags left unset
@@ -242,9 +242,9 @@ def ship_system(cfg: ShipConfig, loaded) -> Path | None:
         test = reference_test(cfg.test, pep.topology)
     log(f"validation frames {val.n_frames}, test frames {test.n_frames}")
     out_eval = dest / "results" / f"ship_{cfg.name}"
-    n_val = cfg.val_frames or int(round(0.1 * cfg.train_frames))
-    val_name = (f"{pep.name} frames {cfg.train_frames - n_val}..{cfg.train_frames} "
-                f"of {cfg.md}")  # what the tuning cache's key says it validated on
+    # what the tuning cache's key says it validated on
+    val_name = (f"{pep.name} frames {validation_start(cfg.train_frames, cfg.val_frames)}.."
+                f"{cfg.train_frames} of {cfg.md}")
     u_val = None if cfg.tuning else em.reduced_energy(val.xyz)
     tuning = _system_tuning(cfg, loaded, Target(val_name, pep, em, val, u_val), out_eval / "tuning")
     tau = best_tau(tuning, "reweighted_e_w2_val")

@@ -2,8 +2,9 @@
 
 Every step draws a batch of frames, rotates each one at random about its centroid, tokenizes,
 and minimizes the mean cross-entropy over real (unpadded) tokens. Muon on the weight matrices
-and AdamW on the rest (or AdamW throughout) with linear warm-up and cosine decay, gradient clipping, bf16 autocast where the
-device has fast bf16 matmuls (CUDA; CPUs where a timed bf16 matmul beats fp32, e.g. AMX).
+and AdamW on the rest (or AdamW throughout) with linear warm-up and cosine decay, gradient
+clipping, bf16 autocast where the device has fast bf16 matmuls (CUDA; CPUs where a timed bf16
+matmul beats fp32, e.g. AMX).
 Rank 0 validates (NLL in nats per nm-coordinate of the continuous density), keeps `best/` and
 `last/` checkpoints (safetensors + JSON) and a `state/` (train_state.py) that `--resume` continues from.
 

@@ -152,16 +152,25 @@ def mean_table(rows: list[dict]) -> dict:
 
 # --- where the validation and test frames come from ---------------------------------------------
 
+def validation_start(train_frames: int, val_frames: int | None = None) -> int:
+    """First frame of each replica's validation block: the last `val_frames` (default 10 %) of
+    its first `train_frames`."""
+    start = (int(round(0.9 * train_frames)) if val_frames is None
+             else train_frames - val_frames)
+    if start < 0:
+        raise ValueError(f"--val-frames {val_frames} is more than --train-frames {train_frames}")
+    return start
+
+
 def split_replicas(replicas, train_frames: int, val_frames: int | None = None,
                    need_test: bool = True):
-    """Per replica: validation = the last `val_frames` (default 10 %) of its first `train_frames`
-    frames, test = the rest (the frames training never saw; None without `need_test`)."""
+    """Per replica: validation = frames validation_start.. of its first `train_frames`, test =
+    the rest (the frames training never saw; None without `need_test`)."""
     import mdtraj as md
 
-    n_val0 = train_frames - (val_frames or int(round(0.1 * train_frames)))
-    if n_val0 < 0:
-        raise ValueError(f"--val-frames {val_frames} is more than --train-frames {train_frames}")
-    test = [r[train_frames:] for r in replicas if r.n_frames > train_frames]
+    n_val0 = validation_start(train_frames, val_frames)
+    test = ([r[train_frames:] for r in replicas if r.n_frames > train_frames]
+            if need_test else [])
     if need_test and not test:
         raise ValueError(f"no replica of the MD run has more than {train_frames} frames: "
                          "nothing to test on")
