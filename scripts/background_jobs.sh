@@ -8,6 +8,9 @@
 #   scripts/background_jobs.sh corpus I/N    # dipeptide corpus MD, shard I of N (#8)
 #   scripts/background_jobs.sh dipeptides-train  # transferable model (#8) once the corpus is done;
 #                                                 # alone on the machine: OMP_NUM_THREADS=2
+#   scripts/background_jobs.sh fallback ala2  # #16's CPU fallback, body frame: MD, training, and
+#   scripts/background_jobs.sh fallback aaa   # evaluation on the shipped test split, one core
+#                                             # each (FALLBACK_CORE=0|1), into runs/ship_cpu_NAME
 #   scripts/background_jobs.sh status        # how far each job is
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +38,31 @@ case "${1:-list}" in
     nohup "$ARBG" train --transferable --data data/dipeptides_md --size small --optimizer muon \
       --lr 2e-3 --batch-size 256 --steps "$DIPEPTIDES_STEPS" --val-every 250 --seed 0 --out runs/dipeptides $resume \
       >> runs/dipeptides.log 2>&1 & ;;
+  fallback)
+    nohup "$0" _fallback "${2:?ala2 or aaa}" >> "runs/fallback_${2}.log" 2>&1 & ;;
+  _fallback)  # the chain itself, in the foreground; every step resumes or finds itself done
+    pin=(taskset -c "${FALLBACK_CORE:-0}")
+    # job: sequence, ns, seed, data, train/val frames, steps, warmup, val-every,
+    #      run folder, taus, proposals per tau
+    case "$2" in
+      ala2) job=(A 60 11 "data/ala2_t300 data/ala2_t500" 60000 6000 2000 150 200
+                 runs/cpu_ala2_body3 0.85,0.9,0.95,1.0 10000) ;;
+      aaa) job=(AAA 30 211 "data/aaa_t300" 30000 3000 1000 100 100
+                runs/cpu_aaa_body 0.8,0.9,0.95,1.0 8000) ;;
+      *) echo "fallback: ala2 or aaa" >&2; exit 2 ;;
+    esac
+    "${pin[@]}" "$ARBG" md "${job[0]}" --termini capped --ns "${job[1]}" --seed "${job[2]}" \
+      --out "data/${2}_t300"
+    [ "$2" = aaa ] || "${pin[@]}" "$ARBG" md "${job[0]}" --termini capped --ns "${job[1]}" \
+      --temperature 500 --seed "${job[2]}" --out "data/${2}_t500"
+    # shellcheck disable=SC2086  # the data folders are words
+    "${pin[@]}" "$ARBG" train --data ${job[3]} --split 0.9,0.1,0 --size small --steps "${job[6]}" \
+      --batch-size 256 --warmup-steps "${job[7]}" --val-every "${job[8]}" --save-every 100 \
+      --compile on --seed 0 --device cpu --out "${job[9]}" --resume
+    "${pin[@]}" "$ARBG" ship --checkpoint "${job[9]}/best" --md "data/${2}_t300" \
+      --train-frames "${job[4]}" --val-frames "${job[5]}" --test "assets/reference/${2}.npz" \
+      --taus "${job[10]}" --n-tune "${job[11]}" --name "$2" \
+      --training-summary "${job[9]}/summary.json" --dest "runs/ship_cpu_${2}" ;;
   status)
     .venv/bin/python - <<'PY'
 import json
