@@ -46,7 +46,7 @@ case "${1:-list}" in
     #      run folder, taus, proposals per tau
     case "$2" in
       ala2) job=(A 60 11 "data/ala2_t300 data/ala2_t500" 60000 6000 2000 150 200
-                 runs/cpu_ala2_body3 0.85,0.9,0.95,1.0 10000) ;;
+                 runs/cpu_ala2_body3 0.75,0.8,0.85,0.9,0.95,1.0 10000) ;;
       aaa) job=(AAA 30 211 "data/aaa_t300" 30000 3000 1000 100 100
                 runs/cpu_aaa_body 0.8,0.9,0.95,1.0 8000) ;;
       *) echo "fallback: ala2 or aaa" >&2; exit 2 ;;
