@@ -153,9 +153,11 @@ def mean_table(rows: list[dict]) -> dict:
 # --- where the validation and test frames come from ---------------------------------------------
 
 def validation_start(train_frames: int, val_frames: int | None = None) -> int:
-    """First frame of each replica's validation block: the last `val_frames` (default 10 %) of
-    its first `train_frames`."""
-    start = (int(round(0.9 * train_frames)) if val_frames is None
+    """First frame of each replica's validation block: the last `val_frames` of its first
+    `train_frames`; by default where `arbg train --split 0.9,0.1,0` on those frames starts it."""
+    from .data import time_block_split
+
+    start = (time_block_split(train_frames, (0.9, 0.1, 0.0))[1].start if val_frames is None
              else train_frames - val_frames)
     if start < 0:
         raise ValueError(f"--val-frames {val_frames} is more than --train-frames {train_frames}")

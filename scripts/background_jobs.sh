@@ -42,27 +42,26 @@ case "${1:-list}" in
     nohup "$0" _fallback "${2:?ala2 or aaa}" >> "runs/fallback_${2}.log" 2>&1 & ;;
   _fallback)  # the chain itself, in the foreground; every step resumes or finds itself done
     pin=(taskset -c "${FALLBACK_CORE:-0}")
-    # job: sequence, ns, seed, data, train/val frames, steps, warmup, val-every,
-    #      run folder, taus, proposals per tau
-    case "$2" in
-      ala2) job=(A 60 11 "data/ala2_t300 data/ala2_t500" 60000 6000 2000 150 200
-                 runs/cpu_ala2_body3 0.75,0.8,0.85,0.9,0.95,1.0 10000) ;;
-      aaa) job=(AAA 30 211 "data/aaa_t300" 30000 3000 1000 100 100
-                runs/cpu_aaa_body 0.8,0.9,0.95,1.0 8000) ;;
+    case "$2" in  # hot: ns at 500 K (0: none); run: the training folder
+      ala2) seq=A ns=60 seed=11 hot=60 frames=60000 val=6000 steps=2000 warmup=150 every=200
+            run=runs/cpu_ala2_body3 taus=0.75,0.8,0.85,0.9,0.95,1.0 n_tune=10000 ;;
+      aaa) seq=AAA ns=30 seed=211 hot=0 frames=30000 val=3000 steps=1000 warmup=100 every=100
+           run=runs/cpu_aaa_body taus=0.8,0.9,0.95,1.0 n_tune=8000 ;;
       *) echo "fallback: ala2 or aaa" >&2; exit 2 ;;
     esac
-    "${pin[@]}" "$ARBG" md "${job[0]}" --termini capped --ns "${job[1]}" --seed "${job[2]}" \
-      --out "data/${2}_t300"
-    [ "$2" = aaa ] || "${pin[@]}" "$ARBG" md "${job[0]}" --termini capped --ns "${job[1]}" \
-      --temperature 500 --seed "${job[2]}" --out "data/${2}_t500"
-    # shellcheck disable=SC2086  # the data folders are words
-    "${pin[@]}" "$ARBG" train --data ${job[3]} --split 0.9,0.1,0 --size small --steps "${job[6]}" \
-      --batch-size 256 --warmup-steps "${job[7]}" --val-every "${job[8]}" --save-every 100 \
-      --compile on --seed 0 --device cpu --out "${job[9]}" --resume
-    "${pin[@]}" "$ARBG" ship --checkpoint "${job[9]}/best" --md "data/${2}_t300" \
-      --train-frames "${job[4]}" --val-frames "${job[5]}" --test "assets/reference/${2}.npz" \
-      --taus "${job[10]}" --n-tune "${job[11]}" --name "$2" \
-      --training-summary "${job[9]}/summary.json" --dest "runs/ship_cpu_${2}" ;;
+    data=("data/${2}_t300")
+    "${pin[@]}" "$ARBG" md "$seq" --termini capped --ns "$ns" --seed "$seed" --out "${data[0]}"
+    if [ "$hot" != 0 ]; then
+      data+=("data/${2}_t500")
+      "${pin[@]}" "$ARBG" md "$seq" --termini capped --ns "$hot" --temperature 500 \
+        --seed "$seed" --out "${data[1]}"
+    fi
+    "${pin[@]}" "$ARBG" train --data "${data[@]}" --split 0.9,0.1,0 --size small --steps "$steps" \
+      --batch-size 256 --warmup-steps "$warmup" --val-every "$every" --save-every 100 \
+      --compile on --seed 0 --device cpu --out "$run" --resume
+    "${pin[@]}" "$ARBG" ship --checkpoint "$run/best" --md "${data[0]}" --train-frames "$frames" \
+      --val-frames "$val" --test "assets/reference/${2}.npz" --taus "$taus" --n-tune "$n_tune" \
+      --name "$2" --training-summary "$run/summary.json" --dest "runs/ship_cpu_${2}" ;;
   status)
     .venv/bin/python - <<'PY'
 import json
