@@ -35,13 +35,14 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .checks import one_of
 from .flags import option
 from .model import ArBG, KVCache, conditioning
 from .peptide import AtomFeatures
 from .reweight import MIRRORED, ReweightedEnsemble, log_weights, reweight
 from .sampling import extend, inference, log_prob, sample
 from .tokenizer import Tokenizer
-from .refine_objectives import adaptive_beta, loss_of, median_or_inf
+from .refine_objectives import OPTIMIZERS, adaptive_beta, loss_of, median_or_inf, new_optimizer
 
 OBJECTIVES = ("fkl", "rkl", "mix")
 MIN_ESS_COUNT = 20  # effective samples below which an ESS fall is noise, not collapse
@@ -60,7 +61,9 @@ class RefineConfig:
     # with adaptive tempering (batch_ess) 1e-4 raised the transferable model's ESS for unseen
     # dipeptides x3.5-9 in 30 minutes (results/refine_dipeptides.json); without it (the weight
     # on one sample a batch), 1e-4 set the shipped ala2 back 27 nats in 10 steps
-    lr: float = option(1e-4, "AdamW learning rate")
+    lr: float = option(1e-4, "learning rate")
+    optimizer: str = option("adamw", "adamw, or muon on the blocks' weight matrices (AdamW on "
+                            "the rest)", choices=OPTIMIZERS)
     beta0: float = option(0.25, "fkl: weights tempered as w^beta, beta annealed from beta0 to 1")
     anneal: float = option(0.5, "fraction of the budget over which beta reaches 1")
     batch_ess: float = option(0.25, "fkl: beta lowered per batch until the tempered weights "
@@ -85,9 +88,8 @@ class RefineConfig:
     seed: int = option(0, "random seed of the loop; checks and before/after use derived seeds")
 
     def __post_init__(self):
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"unknown objective {self.objective!r}; choose one of "
-                             f"{', '.join(OBJECTIVES)}")
+        one_of(self, "objective", OBJECTIVES)
+        one_of(self, "optimizer", OPTIMIZERS)
         if self.steps is None and self.minutes is None:
             raise ValueError("give a budget: steps or minutes (or both: whichever ends first)")
         if (self.steps is not None and self.steps < 1) or (
@@ -293,7 +295,7 @@ def refine(model: ArBG, tok: Tokenizer, target: Target, cfg: RefineConfig,
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     guard = _Guard(work, tok, target, cfg, tau)
     lr, history = cfg.lr, [{"step": 0, "elapsed_s": 0.0} | guard.check()]
-    optimizer = torch.optim.AdamW(work.parameters(), lr=lr, weight_decay=0.0)
+    optimizer = new_optimizer(work, cfg.optimizer, lr)
     step, t0, total = 0, time.perf_counter(), cfg.steps or round(60 * cfg.minutes)
     while _fraction_done(cfg, step, time.perf_counter() - t0) < 1.0:
         frac = _fraction_done(cfg, step, time.perf_counter() - t0)
@@ -318,7 +320,7 @@ def refine(model: ArBG, tok: Tokenizer, target: Target, cfg: RefineConfig,
                 if guard.rollbacks > cfg.max_rollbacks:
                     break
                 lr /= 2  # a fresh optimizer: the old moments led away from the best state
-                optimizer = torch.optim.AdamW(work.parameters(), lr=lr, weight_decay=0.0)
+                optimizer = new_optimizer(work, cfg.optimizer, lr)
     wall = time.perf_counter() - t0
     if step % cfg.eval_every:  # the last steps get their check too
         history.append({"step": step, "elapsed_s": wall} | guard.check())

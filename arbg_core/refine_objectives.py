@@ -13,6 +13,9 @@ of log weights. `batch` is refine._Batch,
   `E[rho (log q + u - b) grad log q]`, rewards clipped to the batch's quantiles, b the batch
   mean, rho = q_1 / q_tau self-normalized (1 when the batch is drawn at tau = 1).
 - "mix": (1 - mix) fkl + mix rkl.
+
+The optimizer (`new_optimizer`): AdamW on every parameter, or Muon on the blocks' weight matrices
+(train.optimizers, the training recipe's optimizer) with AdamW on the rest.
 """
 
 from __future__ import annotations
@@ -24,6 +27,35 @@ import torch
 
 from .model import token_log_probs
 from .reweight import DROPPED
+
+
+OPTIMIZERS = ("adamw", "muon")
+
+
+class _Optimizers:
+    """Several optimizers stepped as one."""
+
+    def __init__(self, parts: list[torch.optim.Optimizer]):
+        self.parts = parts
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for o in self.parts:
+            o.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for o in self.parts:
+            o.step()
+
+
+def new_optimizer(model, name: str, lr: float) -> _Optimizers:
+    """A fresh optimizer for refinement, no weight decay. "adamw": torch's AdamW with its default
+    betas (the measured refinement recipe); "muon": train.optimizers' Muon + AdamW at lr."""
+    if name == "adamw":
+        return _Optimizers([torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)])
+    if name == "muon":
+        from .train import optimizers
+        return _Optimizers(optimizers(model, "muon", lr, 0.0))
+    raise ValueError(f"unknown optimizer {name!r}; choose {' or '.join(OPTIMIZERS)}")
 
 
 def median_or_inf(values: np.ndarray) -> float:

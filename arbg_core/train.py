@@ -104,19 +104,26 @@ class TrainConfig:
 
 
 def _optimizers(model: ArBG, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
+    return optimizers(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.muon_lr)
+
+
+def optimizers(model: ArBG, name: str, lr: float, weight_decay: float,
+               muon_lr: float | None = None) -> list[torch.optim.Optimizer]:
+    """"adamw": AdamW on every parameter; "muon": Muon on the 2D block weights (at muon_lr,
+    None: lr, RMS-matched to AdamW) and AdamW on the rest."""
     fused = next(model.parameters()).is_cuda  # one kernel for all parameters on a GPU
-    if cfg.optimizer == "adamw":
-        return [torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+    if name == "adamw":
+        return [torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay,
                                   betas=(0.9, 0.95), fused=fused)]
-    if cfg.optimizer == "muon":
+    if name == "muon":
         matrices = [p for n, p in model.named_parameters() if p.ndim == 2 and ".blocks." in f".{n}"]
         ids = {id(p) for p in matrices}
         rest = [p for p in model.parameters() if id(p) not in ids]
-        return [Muon(matrices, lr=cfg.muon_lr or cfg.lr, weight_decay=cfg.weight_decay,
+        return [Muon(matrices, lr=muon_lr or lr, weight_decay=weight_decay,
                      adjust_lr_fn="match_rms_adamw", fp32_iteration=not fused),
-                torch.optim.AdamW(rest, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95),
+                torch.optim.AdamW(rest, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95),
                                   fused=fused)]
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose {' or '.join(OPTIMIZERS)}")
+    raise ValueError(f"unknown optimizer {name!r}; choose {' or '.join(OPTIMIZERS)}")
 
 
 def _setup(device: str) -> tuple[int, int, int, torch.device]:

@@ -58,14 +58,14 @@ def _evaluate(model_dir: Path, target, n: int, seed: int, lag: int, out: Path) -
 
 
 def _refined(parent: Path, target, minutes: float, objective: str, lr: float, batch_ess: float,
-             seed: int, out: Path) -> dict:
+             seed: int, out: Path, optimizer: str = "adamw") -> dict:
     """The refined checkpoint in `out` (made once; a kill leaves none), its card's record."""
     from ..checkpoint import load, read_card
     from ..refine import RefineConfig, improved, refine_checkpoint
 
     if not (out / "model.safetensors").is_file():
         cfg = RefineConfig(objective=objective, steps=None, minutes=minutes, lr=lr,
-                           batch_ess=batch_ess, seed=seed)
+                           batch_ess=batch_ess, seed=seed, optimizer=optimizer)
         refine_checkpoint(load(parent), target.peptide, cfg, out, progress=_log(out))
     else:
         rec = read_card(out).raw["refined"]
@@ -133,7 +133,8 @@ def run(sequences: str = "AR,DY,FR,GT,HC", minutes: str = "10,30", model: str = 
         termini: str = "zwitterionic", objective: str = "fkl", lr: float = 1e-4,
         batch_ess: float = 0.25, n: int = 10_000, seed: int = 0, lag: int = 10,
         reference_dir: str = "", runs: str = "runs/refine_dipeptides", out_dir: str = "results",
-        name: str = "refine_dipeptides", done_only: bool = False) -> dict:
+        name: str = "refine_dipeptides", done_only: bool = False, optimizer: str = "adamw"
+        ) -> dict:
     """Refine and evaluate; rows written to out_dir/<name>.json as they come. With done_only,
     the JSON of what is finished (several processes may share the work), no new refinement or
     evaluation. reference_dir: a folder of <system>.npz, or one .npz (a per-system model)."""
@@ -145,11 +146,13 @@ def run(sequences: str = "AR,DY,FR,GT,HC", minutes: str = "10,30", model: str = 
     ref_dir = Path(reference_dir) if reference_dir else Path("assets/reference") / model
     budgets = [m.strip() for m in minutes.split(",") if m.strip()]
     rows, t0 = [], time.perf_counter()
-    setup = {"model": model, "termini": termini, "objective": objective, "lr": lr,
+    setup = {"model": model, "termini": termini, "objective": objective, "optimizer": optimizer,
+             "lr": lr,
              "batch_ess": batch_ess, "n": n, "seed": seed, "lag": lag,
              "minutes": [float(b) for b in budgets],
              "command": f"python -m arbg_core.bench.refine_dipeptides --sequences {sequences} "
-                        f"--minutes {minutes} --objective {objective} --lr {lr} --batch-ess "
+                        f"--minutes {minutes} --objective {objective} --optimizer {optimizer} "
+                        f"--lr {lr} --batch-ess "
                         f"{batch_ess} --n {n} --model {model} --termini {termini}"
                         + (f" --reference-dir {reference_dir}" if reference_dir else "")
                         + f" --name {name}"}
@@ -170,11 +173,13 @@ def run(sequences: str = "AR,DY,FR,GT,HC", minutes: str = "10,30", model: str = 
         rows.append(row)
         for b in budgets:
             variant = f"_bess{batch_ess:g}" if batch_ess > 0 else "_fixed"  # (the guard's
-            ck = base / f"refined_{objective}_lr{lr:g}{variant}_{b}min"  # median too)
+            variant += "_muon" if optimizer == "muon" else ""  # median too)
+            ck = base / f"refined_{objective}_lr{lr:g}{variant}_{b}min"
             ck_eval = base / f"{ck.name}_eval"
             if done_only and not (ck_eval / "row.json").is_file():
                 continue
-            refine = _refined(parent, target, float(b), objective, lr, batch_ess, seed, ck)
+            refine = _refined(parent, target, float(b), objective, lr, batch_ess, seed, ck,
+                              optimizer)
             row[b] = _evaluate(ck, target, n, seed, lag, ck_eval)
             row[b]["refine"] = refine
             emit()
