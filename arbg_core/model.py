@@ -356,12 +356,20 @@ def token_log_probs(model: ArBG, bins: torch.Tensor, cond: Conditioning,
 
     `model` may be a DDP wrapper: the forward goes through it (gradient sync), BOS comes from
     the module inside."""
+    return token_log_probs_at(model, bins, cond, (tau,))[0]
+
+
+def token_log_probs_at(model: ArBG, bins: torch.Tensor, cond: Conditioning,
+                       taus: tuple[float, ...]) -> list[torch.Tensor]:
+    """token_log_probs at each of `taus`, from one forward pass."""
     bos = getattr(model, "module", model).bos
-    logits = model(shift_right(bins, bos), cond)  # (B, T, V)
-    logits = logits.float()
-    logp = torch.log_softmax(logits if tau == 1.0 else logits / tau, dim=-1)
-    logp = logp.gather(-1, bins.unsqueeze(-1)).squeeze(-1)  # (B, T)
-    return logp.masked_fill(~cond.valid, 0.0)
+    logits = model(shift_right(bins, bos), cond).float()  # (B, T, V)
+    out = []
+    for tau in taus:
+        logp = torch.log_softmax(logits if tau == 1.0 else logits / tau, dim=-1)
+        logp = logp.gather(-1, bins.unsqueeze(-1)).squeeze(-1)  # (B, T)
+        out.append(logp.masked_fill(~cond.valid, 0.0))
+    return out
 
 
 def train_loss(model: ArBG, bins: torch.Tensor, cond: Conditioning) -> torch.Tensor:

@@ -42,7 +42,7 @@ from .peptide import AtomFeatures
 from .reweight import MIRRORED, ReweightedEnsemble, log_weights, reweight
 from .sampling import extend, inference, log_prob, sample
 from .tokenizer import Tokenizer
-from .refine_objectives import OPTIMIZERS, adaptive_beta, loss_of, median_or_inf, new_optimizer
+from .refine_objectives import OPTIMIZERS, loss_of, median_or_inf, new_optimizer
 
 OBJECTIVES = ("fkl", "rkl", "mix")
 MIN_ESS_COUNT = 20  # effective samples below which an ESS fall is noise, not collapse
@@ -301,9 +301,7 @@ def refine(model: ArBG, tok: Tokenizer, target: Target, cfg: RefineConfig,
         frac = _fraction_done(cfg, step, time.perf_counter() - t0)
         beta = min(1.0, cfg.beta0 + (1.0 - cfg.beta0) * frac / cfg.anneal)
         batch = _draw(work, tok, target, cfg.batch_size, tau, generator)
-        if cfg.objective != "rkl":
-            beta = adaptive_beta(batch.ensemble.log_w, beta, cfg.batch_ess)
-        loss = loss_of(work, batch, cond, tok, cfg, beta)
+        loss, beta = loss_of(work, batch, cond, tok, cfg, beta, tau)
         optimizer.zero_grad(set_to_none=True)
         if loss.requires_grad:
             loss.backward()

@@ -8,7 +8,10 @@ of log weights. `batch` is refine._Batch,
   the tempered weights keep `batch_ess` of the batch as effective samples (adaptive tempering, as
   SMC samplers choose their next temperature): each step then moves q toward q^(1-beta) p^beta
   on many samples instead of fitting the one best sample of a batch whose log weights span 10^11
-  nats. It may draw at any tau since the weights correct for the proposal exactly.
+  nats. It may draw at any tau: the tempered target is q_1^(1-beta) p^beta, so a batch drawn at
+  tau is weighted by beta log_w + (1 - beta) log q_1/q_tau (with beta log_w alone, as before, a
+  batch drawn at the transferable model's tau 0.7 pulled q_1 toward q_0.7^(1-beta) p^beta,
+  colder at every step).
 - "rkl": the score-function gradient of the reverse KL(q || p),
   `E[rho (log q + u - b) grad log q]`, rewards clipped to the batch's quantiles, b the batch
   mean, rho = q_1 / q_tau self-normalized (1 when the batch is drawn at tau = 1).
@@ -25,7 +28,7 @@ import math
 import numpy as np
 import torch
 
-from .model import token_log_probs
+from .model import token_log_probs, token_log_probs_at
 from .reweight import DROPPED
 
 
@@ -64,36 +67,51 @@ def median_or_inf(values: np.ndarray) -> float:
     return float(np.median(np.where(np.isfinite(values), values, -np.inf)))
 
 
-def adaptive_beta(log_w: np.ndarray, beta_max: float, ess_fraction: float) -> float:
-    """The largest beta <= beta_max at which softmax(beta log_w) keeps `ess_fraction` of the
-    batch (non-finite log weights count as zero weight) as effective samples, by bisection on
-    log beta; beta_max when that already keeps enough, or when ess_fraction is 0."""
-    finite = np.asarray(log_w, np.float64)[np.isfinite(log_w)]
+def adaptive_beta(log_w: np.ndarray, beta_max: float, ess_fraction: float,
+                  log_ratio: np.ndarray | None = None) -> float:
+    """The largest beta <= beta_max at which the tempered weights softmax(beta log_w + (1 - beta)
+    log_ratio) keep `ess_fraction` of the batch (non-finite log weights count as zero weight) as
+    effective samples, by bisection on log beta; beta_max when that already keeps enough, or
+    when ess_fraction is 0. log_ratio = log q_1 - log q_tau of each sample (None: drawn at tau
+    1, all 0); where it is not all 0, the fraction is of the effective samples at beta = 0."""
+    keep = np.isfinite(log_w)
+    finite = np.asarray(log_w, np.float64)[keep]
+    ratio = np.zeros_like(finite) if log_ratio is None else np.asarray(log_ratio)[keep]
     n = len(np.asarray(log_w))
     if ess_fraction <= 0 or len(finite) < 2:
         return beta_max
 
     def ess(beta):
-        w = np.exp(beta * (finite - finite.max()))
+        t = beta * finite + (1.0 - beta) * ratio
+        w = np.exp(t - t.max())
         return w.sum() ** 2 / (w ** 2).sum() / n
 
-    if ess(beta_max) >= ess_fraction:
+    target = ess_fraction * ess(0.0) * n / len(finite)  # ess_fraction with log_ratio None
+    if ess(beta_max) >= target:
         return beta_max
-    lo, hi = math.log(1e-16), math.log(beta_max)  # ess(exp(lo)) ~ finite fraction
+    lo, hi = math.log(1e-16), math.log(beta_max)  # ess(exp(lo)) ~ ess(0)
     for _ in range(60):
         mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if ess(math.exp(mid)) >= ess_fraction else (lo, mid)
+        lo, hi = (mid, hi) if ess(math.exp(mid)) >= target else (lo, mid)
     return math.exp(lo)
 
 
-def _fkl_loss(model, batch, cond, beta: float) -> torch.Tensor:
-    """-sum_i wbar_i log q_1(y_i) / T with wbar = softmax(beta log_w) over the batch."""
+def _fkl_loss(model, batch, cond, beta_max: float, tau: float, batch_ess: float
+              ) -> tuple[torch.Tensor, float]:
+    """-sum_i wbar_i log q_1(y_i) / T and beta: wbar = softmax(beta log_w + (1 - beta) log
+    q_1/q_tau) over the batch, the weights of the tempered target q_1^(1-beta) p^beta for a batch
+    drawn at tau (without the ratio, a batch drawn at tau < 1 would pull q_1 toward q_tau^(1-beta)
+    p^beta: colder at every step)."""
     log_w = batch.ensemble.log_w
     if not np.isfinite(log_w).any():
-        return torch.zeros((), device=batch.bins.device)
-    w = torch.softmax(torch.as_tensor(beta * log_w, device=batch.bins.device), 0)  # (B,)
-    lp1 = token_log_probs(model, batch.fixed_bins, cond).double().sum(1)  # (B,)
-    return -(w * lp1).sum() / cond.n_tokens
+        return torch.zeros((), device=batch.bins.device), beta_max
+    lps = token_log_probs_at(model, batch.fixed_bins, cond, (1.0,) if tau == 1.0 else (1.0, tau))
+    lp1 = lps[0].double().sum(1)  # (B,)
+    ratio = None if tau == 1.0 else (lp1 - lps[1].double().sum(1)).detach().cpu().numpy()
+    beta = adaptive_beta(log_w, beta_max, batch_ess, ratio)
+    t = beta * log_w + (0.0 if ratio is None else (1.0 - beta) * ratio)
+    w = torch.softmax(torch.as_tensor(t, device=batch.bins.device), 0)  # (B,)
+    return -(w * lp1).sum() / cond.n_tokens, beta
 
 
 def _rkl_loss(model, batch, cond, tok, clip: float) -> torch.Tensor:
@@ -114,10 +132,13 @@ def _rkl_loss(model, batch, cond, tok, clip: float) -> torch.Tensor:
     return (adv * lp1).sum() / cond.n_tokens
 
 
-def loss_of(model, batch, cond, tok, cfg, beta: float) -> torch.Tensor:
-    if cfg.objective == "fkl":
-        return _fkl_loss(model, batch, cond, beta)
+def loss_of(model, batch, cond, tok, cfg, beta: float, tau: float
+            ) -> tuple[torch.Tensor, float]:
+    """The batch's loss and the beta of its fkl weights (at most `beta`: lowered per batch to
+    keep cfg.batch_ess of it effective), for a batch drawn at `tau`."""
     if cfg.objective == "rkl":
-        return _rkl_loss(model, batch, cond, tok, cfg.reward_clip)
-    return ((1 - cfg.mix) * _fkl_loss(model, batch, cond, beta)
-            + cfg.mix * _rkl_loss(model, batch, cond, tok, cfg.reward_clip))
+        return _rkl_loss(model, batch, cond, tok, cfg.reward_clip), beta
+    fkl, beta = _fkl_loss(model, batch, cond, beta, tau, cfg.batch_ess)
+    if cfg.objective == "fkl":
+        return fkl, beta
+    return (1 - cfg.mix) * fkl + cfg.mix * _rkl_loss(model, batch, cond, tok, cfg.reward_clip), beta
