@@ -101,8 +101,8 @@ def _fkl_loss(model, batch, cond, beta_max: float, tau: float, batch_ess: float
     """-sum_i wbar_i log q_1(y_i) / T and beta: wbar = softmax(beta log_w + (1 - beta) log
     q_1/q_tau) over the batch, the weights of the tempered target q_1^(1-beta) p^beta for a batch
     drawn at tau (without the ratio, a batch drawn at tau < 1 would pull q_1 toward q_tau^(1-beta)
-    p^beta: colder at every step). The ratio is of the fixed sample's own density: exact where
-    its mirror image's density is negligible, as for nearly every sample with a weight."""
+    p^beta: colder at every step). The ratio is of the fixed sample's own density: exact for a
+    one-sided weight, an approximation for a two-sided one (both enantiomers likely)."""
     log_w = batch.ensemble.log_w
     if not np.isfinite(log_w).any():
         return torch.zeros((), device=batch.bins.device), beta_max
