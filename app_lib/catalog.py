@@ -67,11 +67,17 @@ def transferable_limits(entries: list[ModelEntry], sequence: str, termini: str) 
     return serving(entries, sequence, termini)[1]
 
 
-def build_commands(sequence: str, termini: str, ns: int = 100) -> str:
-    """The CLI recipe that produces a model for a system no shipped model covers."""
+def build_commands(sequence: str, termini: str, ns: int = 100, budget_hours: float = 2.0) -> str:
+    """The CLI recipes that produce a model for a system no shipped model covers: the one
+    `arbg fit` command that "Build a model for this sequence" runs, then the steps by hand."""
     name = system_name(sequence, termini)
     seq, term = shlex.quote(sequence), shlex.quote(termini)
+    out = f'"${{ARBG_USER_MODELS_DIR:-runs/user_models}}/builds/{name}/fit"'
     return "\n".join([
+        "# what the Build button runs: one resumable command (MD, training, tau, evaluation,",
+        f"# card; rerun it to continue after a stop); the app then lists {name}-fit",
+        f"arbg fit {seq} --termini {term} --budget-hours {budget_hours:g} --out {out}",
+        "# or by hand:",
         f"# 1. reference MD of {name} (resumable; several replicas run in parallel)",
         f"arbg md {seq} --termini {term} --ns {ns} --replicas 4 --out runs/md/{name}",
         "# 2. train a generator on it (long: run in the background, add --resume to continue)",

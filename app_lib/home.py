@@ -82,7 +82,7 @@ def unserved(entries, sequence: str, termini: str) -> None:
     from . import building
 
     st.info(plain(f"No shipped model covers {sequence} ({termini}) yet.") + " Build one here "
-            "(below), or with the command line: reference MD, then training.")
+            "(below), or with the command line (`arbg fit`, in the expander).")
     st.caption(plain(build_time(sequence, termini, entries).text()))
     for limit in cat.transferable_limits(entries, sequence, termini):
         st.caption(plain(limit))

@@ -167,6 +167,8 @@ def test_catalog():
     assert catalog.system_label(("A", "capped")).startswith("alanine dipeptide")
     recipe = catalog.build_commands("GG", "capped")
     assert "arbg md GG --termini capped --ns 100" in recipe and "arbg train --data runs/md/GG-cap" in recipe
+    assert ("arbg fit GG --termini capped --budget-hours 2 --out "
+            '"${ARBG_USER_MODELS_DIR:-runs/user_models}/builds/GG-cap/fit"') in recipe
 
 
 def test_job_reports_stages_and_eta(models_dir, ala2):
