@@ -42,7 +42,8 @@ from .peptide import AtomFeatures
 from .reweight import MIRRORED, ReweightedEnsemble, log_weights, reweight
 from .sampling import extend, inference, log_prob, sample
 from .tokenizer import Tokenizer
-from .refine_objectives import OPTIMIZERS, loss_of, median_or_inf, new_optimizer
+from .refine_objectives import loss_of, median_or_inf, new_optimizer
+from .train import OPTIMIZERS
 
 OBJECTIVES = ("fkl", "rkl", "mix")
 MIN_ESS_COUNT = 20  # effective samples below which an ESS fall is noise, not collapse

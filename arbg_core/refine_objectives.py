@@ -30,9 +30,7 @@ import torch
 
 from .model import token_log_probs, token_log_probs_at
 from .reweight import DROPPED
-
-
-OPTIMIZERS = ("adamw", "muon")
+from .train import OPTIMIZERS, optimizers
 
 
 class _Optimizers:
@@ -56,7 +54,6 @@ def new_optimizer(model, name: str, lr: float) -> _Optimizers:
     if name == "adamw":
         return _Optimizers([torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)])
     if name == "muon":
-        from .train import optimizers
         return _Optimizers(optimizers(model, "muon", lr, 0.0))
     raise ValueError(f"unknown optimizer {name!r}; choose {' or '.join(OPTIMIZERS)}")
 

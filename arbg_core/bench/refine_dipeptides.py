@@ -172,8 +172,9 @@ def run(sequences: str = "AR,DY,FR,GT,HC", minutes: str = "10,30", model: str = 
                                                    base / "before")}
         rows.append(row)
         for b in budgets:
-            variant = f"_bess{batch_ess:g}" if batch_ess > 0 else "_fixed"  # (the guard's
-            variant += "_muon" if optimizer == "muon" else ""  # median too)
+            # (_bess: the guard's median too)
+            variant = f"_bess{batch_ess:g}" if batch_ess > 0 else "_fixed"
+            variant += "_muon" if optimizer == "muon" else ""
             ck = base / f"refined_{objective}_lr{lr:g}{variant}_{b}min"
             ck_eval = base / f"{ck.name}_eval"
             if done_only and not (ck_eval / "row.json").is_file():
