@@ -37,11 +37,12 @@ import torch
 
 from .checks import one_of
 from .flags import option
-from .model import ArBG, KVCache, conditioning
+from .model import ArBG, conditioning
 from .peptide import AtomFeatures
-from .reweight import MIRRORED, ReweightedEnsemble, log_weights, reweight
-from .sampling import extend, inference, log_prob, sample
+from .reweight import ReweightedEnsemble, log_weights, reweight
+from .sampling import log_prob, sample
 from .tokenizer import Tokenizer
+from .refine_batch import draw_batch
 from .refine_objectives import loss_of, median_or_inf, new_optimizer
 from .train import OPTIMIZERS
 
@@ -69,6 +70,9 @@ class RefineConfig:
     anneal: float = option(0.5, "fraction of the budget over which beta reaches 1")
     batch_ess: float = option(0.25, "fkl: beta lowered per batch until the tempered weights "
                             "keep this fraction of the batch as effective samples (0: off)")
+    grad_samples: int = option(0, "fkl: the gradient taken on this many systematic resamples of "
+                               "the weighted batch (the backward pass sees only the distinct "
+                               "ones); 0: on every sample, weighted")
     reward_clip: float = option(0.05, "rkl: rewards clipped to the batch's [q, 1 - q] quantiles")
     mix: float = option(0.5, "mix: weight of the rkl term")
     tau: float | None = option(None, "temperature the loop draws at (default: the model card's "
@@ -96,8 +100,10 @@ class RefineConfig:
         if (self.steps is not None and self.steps < 1) or (
                 self.minutes is not None and not self.minutes > 0):
             raise ValueError("steps must be at least 1 and minutes positive")
-        if min(self.batch_size, self.eval_n, self.final_n) < 2 or self.eval_every < 1:
-            raise ValueError("batch_size, eval_n and final_n must be at least 2, eval_every 1")
+        if min(self.batch_size, self.eval_n, self.final_n) < 2 or self.eval_every < 1 or (
+                self.grad_samples < 0):
+            raise ValueError("batch_size, eval_n and final_n must be at least 2, eval_every 1, "
+                             "grad_samples 0 or more")
         if not (self.lr > 0 and self.grad_clip > 0 and 0 < self.beta0 <= 1
                 and 0 < self.anneal <= 1 and 0 <= self.batch_ess < 1
                 and 0 <= self.reward_clip < 0.5 and 0 <= self.mix <= 1
@@ -195,43 +201,6 @@ def measure(model: ArBG, tok: Tokenizer, target: Target, n: int, tau: float, see
                     reference_signs=signs, clip_fraction=clip_fraction)
 
 
-@dataclass
-class _Batch:
-    bins: torch.Tensor  # (B, T) long, as drawn
-    fixed_bins: torch.Tensor  # (B, T) the bins of the chirality-fixed samples
-    frame_jac: np.ndarray  # (B,) frame log-Jacobian of the drawn samples
-    lp_tau: torch.Tensor  # (B,) float64 sum_j log P_j at the loop's tau, as drawn
-    ensemble: ReweightedEnsemble  # log_w over the fixed samples, unclipped
-
-
-def _draw(model: ArBG, tok: Tokenizer, target: Target, n: int, tau: float,
-          generator: torch.Generator) -> _Batch:
-    """One training batch: bins and exact log q from one KV-cached pass, then the weights."""
-    device = generator.device
-    cond = conditioning(target.features, device=device, frame=tok.cfg.frame)
-    T = cond.n_tokens
-    with inference(model, device, bf16=False) as dtype:
-        cache = KVCache(model.cfg, n, T, device=device, dtype=dtype)
-        bos = torch.full((n,), model.bos, dtype=torch.long, device=device)
-        bins, lp = extend(model, cond, cache, bos, 0, T, tau, generator)
-        xyz, frame_jac = tok.decode_system(bins, target.features, generator)
-    bins, lp = bins.clone(), lp.clone()  # out of inference mode: autograd may save them
-    frame_jac = frame_jac.cpu().numpy()
-    log_q = lp.cpu().numpy() + tok.log_jacobian_tokens(T) + frame_jac
-    xyz = xyz.cpu().numpy()
-    has_centers = target.centers is not None and len(target.centers) > 0
-    ens = reweight(xyz, log_q, target.energy, centers=target.centers if has_centers else None,
-                   reference_signs=target.reference_signs if has_centers else None,
-                   log_q_fn=lambda x: log_prob(model, tok, target.features, x, tau=tau,
-                                               device=device, bf16=False), clip_fraction=0.0)
-    fixed = bins.clone()
-    mirrored = np.flatnonzero(ens.status == MIRRORED)
-    if len(mirrored):  # train the likelihood of what the weight is for: the fixed sample
-        mb, _, _ = tok.encode_system(ens.xyz[mirrored], target.features, center=False)
-        fixed[torch.as_tensor(mirrored, device=device)] = mb.to(device)
-    return _Batch(bins, fixed, frame_jac, lp, ens)
-
-
 # ------------------------------------------------------------------------------- the loop
 
 
@@ -301,8 +270,9 @@ def refine(model: ArBG, tok: Tokenizer, target: Target, cfg: RefineConfig,
     while _fraction_done(cfg, step, time.perf_counter() - t0) < 1.0:
         frac = _fraction_done(cfg, step, time.perf_counter() - t0)
         beta = min(1.0, cfg.beta0 + (1.0 - cfg.beta0) * frac / cfg.anneal)
-        batch = _draw(work, tok, target, cfg.batch_size, tau, generator)
-        loss, beta = loss_of(work, batch, cond, tok, cfg, beta, tau)
+        batch = draw_batch(work, tok, target, cfg.batch_size, tau, generator)
+        u = float(torch.rand((), generator=generator)) if cfg.grad_samples else 0.5
+        loss, beta = loss_of(work, batch, cond, tok, cfg, beta, tau, u)
         optimizer.zero_grad(set_to_none=True)
         if loss.requires_grad:
             loss.backward()

@@ -1,6 +1,6 @@
 """The objectives of refinement (refine.py, DESIGN §16): one batch's loss, on the tau = 1
 density of the model, the adaptive tempering of the fkl weights, and the guard's statistic
-of log weights. `batch` is refine._Batch,
+of log weights. `batch` is refine_batch.Batch,
 `cfg` a refine.RefineConfig (not imported here: refine.py imports this module).
 
 - "fkl": self-normalized importance-weighted maximum likelihood (forward KL(p || q)), weights
@@ -28,7 +28,7 @@ import math
 import numpy as np
 import torch
 
-from .model import token_log_probs, token_log_probs_at
+from .model import token_log_probs
 from .reweight import DROPPED
 from .train import OPTIMIZERS, optimizers
 
@@ -93,22 +93,39 @@ def adaptive_beta(log_w: np.ndarray, beta_max: float, ess_fraction: float,
     return math.exp(lo)
 
 
-def _fkl_loss(model, batch, cond, beta_max: float, tau: float, batch_ess: float
-              ) -> tuple[torch.Tensor, float]:
+def resample(weights: np.ndarray, m: int, u: float) -> tuple[np.ndarray, np.ndarray]:
+    """Systematic resampling of m draws from normalized `weights` with one uniform u in [0, 1):
+    (the distinct indices, their counts / m). sum_k c_k f(i_k) is an unbiased estimate of
+    sum_i w_i f(i), with the least variance of the standard schemes."""
+    cdf = np.cumsum(np.asarray(weights, np.float64))
+    picks = np.searchsorted(cdf / cdf[-1], (u + np.arange(m)) / m, side="right")
+    idx, counts = np.unique(np.minimum(picks, len(cdf) - 1), return_counts=True)
+    return idx, counts / m
+
+
+def _fkl_loss(model, batch, cond, beta_max: float, tau: float, batch_ess: float,
+              grad_samples: int = 0, u: float = 0.5) -> tuple[torch.Tensor, float]:
     """-sum_i wbar_i log q_1(y_i) / T and beta: wbar = softmax(beta log_w + (1 - beta) log
     q_1/q_tau) over the batch, the weights of the tempered target q_1^(1-beta) p^beta for a batch
     drawn at tau (without the ratio, a batch drawn at tau < 1 would pull q_1 toward q_tau^(1-beta)
     p^beta: colder at every step). The ratio is of the fixed sample's own density: exact for a
-    one-sided weight, an approximation for a two-sided one (both enantiomers likely)."""
+    one-sided weight, an approximation for a two-sided one (both enantiomers likely); tau 1
+    leaves it out. grad_samples > 0: the gradient of the same sum estimated on that many
+    systematic resamples (`u` their uniform), so the backward pass sees only the distinct
+    samples the weights pick (about the batch's effective count) instead of all of it."""
     log_w = batch.ensemble.log_w
     if not np.isfinite(log_w).any():
         return torch.zeros((), device=batch.bins.device), beta_max
-    lps = token_log_probs_at(model, batch.fixed_bins, cond, (1.0,) if tau == 1.0 else (1.0, tau))
-    lp1 = lps[0].double().sum(1)  # (B,)
-    ratio = None if tau == 1.0 else (lp1 - lps[1].double().sum(1)).detach().cpu().numpy()
+    ratio = None if tau == 1.0 else batch.log_ratio
     beta = adaptive_beta(log_w, beta_max, batch_ess, ratio)
     t = beta * log_w + (0.0 if ratio is None else (1.0 - beta) * ratio)
-    w = torch.softmax(torch.as_tensor(t, device=batch.bins.device), 0)  # (B,)
+    w = np.exp(np.where(np.isfinite(t), t, -np.inf) - np.max(t[np.isfinite(t)]))
+    idx = np.arange(len(w))
+    if 0 < grad_samples < len(w):
+        idx, w = resample(w, grad_samples, u)
+    lp1 = token_log_probs(model, batch.fixed_bins[torch.as_tensor(idx, device=batch.bins.device)],
+                          cond).double().sum(1)  # (len(idx),)
+    w = torch.as_tensor(w / w.sum(), device=lp1.device)
     return -(w * lp1).sum() / cond.n_tokens, beta
 
 
@@ -130,13 +147,14 @@ def _rkl_loss(model, batch, cond, tok, clip: float) -> torch.Tensor:
     return (adv * lp1).sum() / cond.n_tokens
 
 
-def loss_of(model, batch, cond, tok, cfg, beta: float, tau: float
+def loss_of(model, batch, cond, tok, cfg, beta: float, tau: float, u: float = 0.5
             ) -> tuple[torch.Tensor, float]:
     """The batch's loss and the beta of its fkl weights (at most `beta`: lowered per batch to
-    keep cfg.batch_ess of it effective), for a batch drawn at `tau`."""
+    keep cfg.batch_ess of it effective), for a batch drawn at `tau`; u: the uniform of the
+    fkl term's resampling (cfg.grad_samples)."""
     if cfg.objective == "rkl":
         return _rkl_loss(model, batch, cond, tok, cfg.reward_clip), beta
-    fkl, beta = _fkl_loss(model, batch, cond, beta, tau, cfg.batch_ess)
+    fkl, beta = _fkl_loss(model, batch, cond, beta, tau, cfg.batch_ess, cfg.grad_samples, u)
     if cfg.objective == "fkl":
         return fkl, beta
     return (1 - cfg.mix) * fkl + cfg.mix * _rkl_loss(model, batch, cond, tok, cfg.reward_clip), beta

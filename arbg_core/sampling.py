@@ -83,13 +83,15 @@ def _draw(logits: torch.Tensor, tau: float, generator: torch.Generator | None):
 
 def extend(model: ArBG, cond: Conditioning, cache: KVCache, last_token: torch.Tensor, start: int,
            stop: int, tau: float = 1.0, generator: torch.Generator | None = None,
-           on_token: Callable[[int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+           on_token: Callable[[int], None] | None = None, log_p1: torch.Tensor | None = None
+           ) -> tuple[torch.Tensor, torch.Tensor]:
     """Generate coordinates [start, stop) with the cache; cache.length goes start -> stop.
 
     last_token (B,) is the input at position `start`: BOS when start == 0, else the bin of
     coordinate start - 1 (the last column of the previous call's bins). cond has batch B or 1.
     Returns new_bins (B, stop - start) long and log_p (B,) float64, the sum of their log P_j.
-    Call it under `inference(model, device)`, as `sample` does.
+    Call it under `inference(model, device)`, as `sample` does. log_p1 (B,) float64, if given,
+    gets the tau = 1 log P of the new bins added in place (the same logits: no extra pass).
     """
     B = last_token.shape[0]
     bins = torch.empty(B, stop - start, dtype=torch.long, device=last_token.device)
@@ -100,6 +102,9 @@ def extend(model: ArBG, cond: Conditioning, cache: KVCache, last_token: torch.Te
         token, lp = _draw(logits[:, -1], tau, generator)
         bins[:, j - start] = token
         log_p += lp
+        if log_p1 is not None:
+            log_p1 += lp if tau == 1.0 else torch.log_softmax(logits[:, -1].float(), -1).gather(
+                1, token[:, None]).squeeze(1).double()
         if on_token is not None:
             on_token(j - start + 1)
     return bins, log_p

@@ -82,12 +82,13 @@ def test_a_batch_drawn_colder_does_not_pull_the_model_colder():
     it is a few % of that gradient (0.03 with these seeds), where the old weights give 100 %."""
     from arbg_core.bench.refine_toy import pretrain
     from arbg_core.model import conditioning
-    from arbg_core.refine import _draw
+    from arbg_core.refine_batch import draw_batch
     from arbg_core.refine_objectives import _fkl_loss
 
     model, tok = toy_model(0)
     pretrain(model, tok, DIMER, steps=100)
-    batch = _draw(model, tok, dimer_target(DIMER), 4096, 0.5, torch.Generator().manual_seed(0))
+    batch = draw_batch(model, tok, dimer_target(DIMER), 4096, 0.5,
+                       torch.Generator().manual_seed(0))
     cond = conditioning(dimer_target(DIMER).features)
     model.requires_grad_(True)
 
@@ -135,6 +136,50 @@ def test_muon_optimizer_also_descends():
     kl0, kl1 = reverse_kl(model, tok, DIMER, n=2000), reverse_kl(res.model, tok, DIMER, n=2000)
     assert kl1 < kl0 - 10, (kl0, kl1)
     assert res.record(RefineConfig(optimizer="muon"))["config"]["optimizer"] == "muon"
+
+
+def test_resampled_gradient_also_descends():
+    """grad_samples: the fkl gradient on systematic resamples of the weighted batch (the
+    backward pass sees only the distinct samples picked) still moves q toward p."""
+    model, tok = toy_model(0)
+    res = refine(model, tok, dimer_target(DIMER),
+                 RefineConfig(**TOY | {"steps": 20, "grad_samples": 32}))
+    kl0, kl1 = reverse_kl(model, tok, DIMER, n=2000), reverse_kl(res.model, tok, DIMER, n=2000)
+    assert kl1 < kl0 - 10, (kl0, kl1)
+
+
+def test_systematic_resampling_is_unbiased_for_any_uniform():
+    """Averaged over its uniform, sum_k c_k f(i_k) equals sum_i w_i f(i) (systematic
+    resampling is unbiased), and each draw keeps m picks in all."""
+    from arbg_core.refine_objectives import resample
+
+    rng = np.random.default_rng(0)
+    w, f = rng.exponential(size=50) ** 4, rng.normal(size=50)
+    w /= w.sum()
+    us = (np.arange(4000) + 0.5) / 4000  # the uniform's quantiles: the mean over u exactly
+    est = []
+    for u in us:
+        idx, c = resample(w, 8, u)
+        assert len(set(idx)) == len(idx) and c.sum() == pytest.approx(1.0)
+        est.append(c @ f[idx])
+    assert np.mean(est) == pytest.approx(w @ f, abs=1e-3)
+    assert np.std(est) > 0.01  # an estimate, not the sum itself
+
+
+def test_a_batch_knows_its_drawn_log_ratio_without_another_pass():
+    """Batch.log_ratio (log q_1 - log q_tau of each fixed sample, from the sampler's own logits)
+    equals a teacher-forced pass over the same bins at both temperatures."""
+    from arbg_core.model import conditioning, token_log_probs_at
+    from arbg_core.refine_batch import draw_batch
+
+    model, tok = toy_model(0)
+    batch = draw_batch(model, tok, dimer_target(DIMER), 64, 0.6, torch.Generator().manual_seed(1))
+    cond = conditioning(dimer_target(DIMER).features)
+    with torch.no_grad():
+        at1, at_tau = token_log_probs_at(model, batch.fixed_bins, cond, (1.0, 0.6))
+    want = (at1.double().sum(1) - at_tau.double().sum(1)).numpy()
+    assert np.abs(want).max() > 0.1  # the two temperatures differ
+    np.testing.assert_allclose(batch.log_ratio, want, atol=1e-4)
 
 
 @pytest.mark.parametrize("objective", ["fkl", "rkl"])

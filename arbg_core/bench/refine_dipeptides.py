@@ -58,14 +58,14 @@ def _evaluate(model_dir: Path, target, n: int, seed: int, lag: int, out: Path) -
 
 
 def _refined(parent: Path, target, minutes: float, objective: str, lr: float, batch_ess: float,
-             seed: int, out: Path, optimizer: str = "adamw") -> dict:
+             seed: int, out: Path, optimizer: str = "adamw", extra: dict | None = None) -> dict:
     """The refined checkpoint in `out` (made once; a kill leaves none), its card's record."""
     from ..checkpoint import load, read_card
     from ..refine import RefineConfig, improved, refine_checkpoint
 
     if not (out / "model.safetensors").is_file():
         cfg = RefineConfig(objective=objective, steps=None, minutes=minutes, lr=lr,
-                           batch_ess=batch_ess, seed=seed, optimizer=optimizer)
+                           batch_ess=batch_ess, seed=seed, optimizer=optimizer, **(extra or {}))
         refine_checkpoint(load(parent), target.peptide, cfg, out, progress=_log(out))
     else:
         rec = read_card(out).raw["refined"]
@@ -129,15 +129,28 @@ def _means(rows: list[dict], budgets: list[str]) -> dict:
     return out
 
 
+def _command(a: dict) -> str:
+    """The command line of a run() call's arguments `a` (its setup's record)."""
+    return (f"python -m arbg_core.bench.refine_dipeptides --sequences {a['sequences']} "
+            f"--minutes {a['minutes']} --objective {a['objective']} --optimizer {a['optimizer']} "
+            f"--lr {a['lr']} --batch-ess {a['batch_ess']} --n {a['n']} --model {a['model']} "
+            f"--termini {a['termini']}"
+            + (f" --reference-dir {a['reference_dir']}" if a["reference_dir"] else "")
+            + (f" --grad-samples {a['grad_samples']}" if a["grad_samples"] else "")
+            + (f" --loop-tau {a['loop_tau']:g}" if a["loop_tau"] else "")
+            + f" --name {a['name']}")
+
+
 def run(sequences: str = "AR,DY,FR,GT,HC", minutes: str = "10,30", model: str = "dipeptides",
         termini: str = "zwitterionic", objective: str = "fkl", lr: float = 1e-4,
         batch_ess: float = 0.25, n: int = 10_000, seed: int = 0, lag: int = 10,
         reference_dir: str = "", runs: str = "runs/refine_dipeptides", out_dir: str = "results",
-        name: str = "refine_dipeptides", done_only: bool = False, optimizer: str = "adamw"
-        ) -> dict:
+        name: str = "refine_dipeptides", done_only: bool = False, optimizer: str = "adamw",
+        grad_samples: int = 0, loop_tau: float = 0.0) -> dict:
     """Refine and evaluate; rows written to out_dir/<name>.json as they come. With done_only,
     the JSON of what is finished (several processes may share the work), no new refinement or
-    evaluation. reference_dir: a folder of <system>.npz, or one .npz (a per-system model)."""
+    evaluation. reference_dir: a folder of <system>.npz, or one .npz (a per-system model).
+    grad_samples, loop_tau: RefineConfig's (loop_tau 0: the card's tau)."""
     from ..checkpoint import read_card, resolve
 
     parent = resolve(model)
@@ -146,16 +159,11 @@ def run(sequences: str = "AR,DY,FR,GT,HC", minutes: str = "10,30", model: str = 
     ref_dir = Path(reference_dir) if reference_dir else Path("assets/reference") / model
     budgets = [m.strip() for m in minutes.split(",") if m.strip()]
     rows, t0 = [], time.perf_counter()
+    extra = {"grad_samples": grad_samples} | ({"tau": loop_tau} if loop_tau else {})
     setup = {"model": model, "termini": termini, "objective": objective, "optimizer": optimizer,
-             "lr": lr,
-             "batch_ess": batch_ess, "n": n, "seed": seed, "lag": lag,
+             "lr": lr, **extra, "batch_ess": batch_ess, "n": n, "seed": seed, "lag": lag,
              "minutes": [float(b) for b in budgets],
-             "command": f"python -m arbg_core.bench.refine_dipeptides --sequences {sequences} "
-                        f"--minutes {minutes} --objective {objective} --optimizer {optimizer} "
-                        f"--lr {lr} --batch-ess "
-                        f"{batch_ess} --n {n} --model {model} --termini {termini}"
-                        + (f" --reference-dir {reference_dir}" if reference_dir else "")
-                        + f" --name {name}"}
+             "command": _command(locals())}
 
     def emit() -> dict:
         result = {**setup, "rows": rows, "mean": _means(rows, budgets),
@@ -175,12 +183,14 @@ def run(sequences: str = "AR,DY,FR,GT,HC", minutes: str = "10,30", model: str = 
             # (_bess: the guard's median too)
             variant = f"_bess{batch_ess:g}" if batch_ess > 0 else "_fixed"
             variant += "_muon" if optimizer == "muon" else ""
+            variant += f"_gs{grad_samples}" if grad_samples else ""
+            variant += f"_tau{loop_tau:g}" if loop_tau else ""
             ck = base / f"refined_{objective}_lr{lr:g}{variant}_{b}min"
             ck_eval = base / f"{ck.name}_eval"
             if done_only and not (ck_eval / "row.json").is_file():
                 continue
             refine = _refined(parent, target, float(b), objective, lr, batch_ess, seed, ck,
-                              optimizer)
+                              optimizer, extra)
             row[b] = _evaluate(ck, target, n, seed, lag, ck_eval)
             row[b]["refine"] = refine
             emit()
