@@ -312,6 +312,21 @@ def test_dipeptide_benchmark_means_and_ratios(tmp_path):
     assert "**mean of 2** | 10 min | 0.500 % |" in text and "ESS x2.5" in text
 
 
+def test_dipeptide_benchmark_keeps_rows_of_the_same_setup_only(tmp_path):
+    """--keep: a measurement split over sessions keeps the other sequences' rows of an earlier
+    run with the same settings, and refuses to mix in rows of other settings."""
+    from arbg_core.bench.refine_dipeptides import _kept_rows
+    from arbg_core.files import write_json
+
+    setup = {"lr": 2e-4, "grad_samples": 64, "command": "python -m ... --sequences AR"}
+    write_json(tmp_path / "r.json", setup | {"command": "other", "rows": [
+        {"sequence": "AR"}, {"sequence": "HC"}]})
+    assert _kept_rows(tmp_path / "r.json", setup, ["AR", "DY"]) == [{"sequence": "HC"}]
+    assert _kept_rows(tmp_path / "none.json", setup, ["AR"]) == []
+    with pytest.raises(SystemExit, match="grad_samples"):
+        _kept_rows(tmp_path / "r.json", setup | {"grad_samples": 0}, ["DY"])
+
+
 def test_the_refined_model_keeps_the_tau_of_highest_ess(refined_toy):
     """The loop's tau and final_taus are each measured on the same fresh draws; the card's tau
     is the one of the highest ESS, and `after` is its measurement."""

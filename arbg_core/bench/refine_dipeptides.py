@@ -129,6 +129,31 @@ def _means(rows: list[dict], budgets: list[str]) -> dict:
     return out
 
 
+def _kept_rows(path: Path, setup: dict, sequences: list[str]) -> list[dict]:
+    """The rows of other sequences in an earlier result `path` of the same setup (a different
+    setup: an error, rather than a table that mixes two methods)."""
+    from ..files import read_json
+
+    if not path.is_file():
+        return []
+    old = read_json(path)
+    differ = [k for k in setup if k != "command" and old.get(k) != setup[k]]
+    if differ:
+        raise SystemExit(f"{path} was measured with other settings ({', '.join(differ)}): "
+                         "give another --name, or run without --keep")
+    return [r for r in old["rows"] if r["sequence"] not in sequences]
+
+
+def _run_name(setup: dict, budget: str) -> str:
+    """The folder of one refinement under runs/<sequence> (_bess: the guard's median too)."""
+    name = f"refined_{setup['objective']}_lr{setup['lr']:g}"
+    name += f"_bess{setup['batch_ess']:g}" if setup["batch_ess"] > 0 else "_fixed"
+    name += "_muon" if setup["optimizer"] == "muon" else ""
+    name += f"_gs{setup['grad_samples']}" if setup["grad_samples"] else ""
+    name += f"_tau{setup['tau']:g}" if "tau" in setup else ""
+    return f"{name}_{budget}min"
+
+
 def _command(a: dict) -> str:
     """The command line of a run() call's arguments `a` (its setup's record)."""
     return (f"python -m arbg_core.bench.refine_dipeptides --sequences {a['sequences']} "
@@ -146,11 +171,13 @@ def run(sequences: str = "AR,DY,FR,GT,HC", minutes: str = "10,30", model: str = 
         batch_ess: float = 0.25, n: int = 10_000, seed: int = 0, lag: int = 10,
         reference_dir: str = "", runs: str = "runs/refine_dipeptides", out_dir: str = "results",
         name: str = "refine_dipeptides", done_only: bool = False, optimizer: str = "adamw",
-        grad_samples: int = 0, loop_tau: float = 0.0) -> dict:
+        grad_samples: int = 0, loop_tau: float = 0.0, keep: bool = False) -> dict:
     """Refine and evaluate; rows written to out_dir/<name>.json as they come. With done_only,
     the JSON of what is finished (several processes may share the work), no new refinement or
     evaluation. reference_dir: a folder of <system>.npz, or one .npz (a per-system model).
-    grad_samples, loop_tau: RefineConfig's (loop_tau 0: the card's tau)."""
+    grad_samples, loop_tau: RefineConfig's (loop_tau 0: the card's tau). keep: the rows of other
+    sequences already in that JSON, measured with the same setup, stay in it (one measurement
+    split over sessions or machines; `runs` need not survive)."""
     from ..checkpoint import read_card, resolve
 
     parent = resolve(model)
@@ -165,13 +192,19 @@ def run(sequences: str = "AR,DY,FR,GT,HC", minutes: str = "10,30", model: str = 
              "minutes": [float(b) for b in budgets],
              "command": _command(locals())}
 
+    seqs = [s.strip() for s in sequences.split(",") if s.strip()]
+    kept = _kept_rows(Path(out_dir) / f"{name}.json", setup, seqs) if keep else []
+
     def emit() -> dict:
-        result = {**setup, "rows": rows, "mean": _means(rows, budgets),
+        every = kept + rows
+        setup["command"] = setup["command"].replace(
+            f"--sequences {sequences}", "--sequences " + ",".join(r["sequence"] for r in every))
+        result = {**setup, "rows": every, "mean": _means(every, budgets),
                   "wall_s": time.perf_counter() - t0}
         write(out_dir, name, result)
         return result
 
-    for seq in [s.strip() for s in sequences.split(",") if s.strip()]:
+    for seq in seqs:
         base = Path(runs) / seq
         if done_only and not (base / "before" / "row.json").is_file():
             continue
@@ -180,12 +213,7 @@ def run(sequences: str = "AR,DY,FR,GT,HC", minutes: str = "10,30", model: str = 
                                                    base / "before")}
         rows.append(row)
         for b in budgets:
-            # (_bess: the guard's median too)
-            variant = f"_bess{batch_ess:g}" if batch_ess > 0 else "_fixed"
-            variant += "_muon" if optimizer == "muon" else ""
-            variant += f"_gs{grad_samples}" if grad_samples else ""
-            variant += f"_tau{loop_tau:g}" if loop_tau else ""
-            ck = base / f"refined_{objective}_lr{lr:g}{variant}_{b}min"
+            ck = base / _run_name(setup, b)
             ck_eval = base / f"{ck.name}_eval"
             if done_only and not (ck_eval / "row.json").is_file():
                 continue
