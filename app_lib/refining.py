@@ -185,7 +185,7 @@ def offer(sequence: str, termini: str, model_names) -> None:
 
 
 def _config(minutes: float, batch: int, fresh: int) -> RefineConfig:
-    """The widgets' budget and sizes over RefineConfig's defaults (fkl, the card's tau)."""
+    """The widgets' budget and sizes over RefineConfig's defaults (fkl, drawn at tau 1)."""
     return RefineConfig(steps=None, minutes=float(minutes), batch_size=int(batch),
                         final_n=int(fresh), eval_n=min(DEFAULTS.eval_n, int(fresh)))
 

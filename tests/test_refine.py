@@ -35,8 +35,11 @@ def test_config_checks_its_values():
         RefineConfig(steps=None)
     with pytest.raises(ValueError, match="tau"):
         RefineConfig(tau=20.0)
-    assert RefineConfig().loop_tau(0.8) == 0.8  # fkl draws where the card samples
-    assert RefineConfig(objective="rkl").loop_tau(0.8) == 1.0
+    assert RefineConfig().loop_tau(0.8) == 1.0  # draws at 1: the weights keep batch_ess
+    assert RefineConfig(tau=None).loop_tau(0.8) == 0.8  # ... or where the card samples
+    assert RefineConfig(objective="rkl", tau=None).loop_tau(0.8) == 1.0
+    with pytest.raises(ValueError, match="grad_samples"):
+        RefineConfig(grad_samples=-1)
 
 
 def test_adaptive_beta_keeps_the_asked_fraction_of_effective_samples():

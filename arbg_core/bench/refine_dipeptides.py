@@ -218,7 +218,7 @@ def run(sequences: str = "AR,DY,FR,GT,HC", minutes: str = "10,30", model: str = 
             if done_only and not (ck_eval / "row.json").is_file():
                 continue
             refine = _refined(parent, target, float(b), objective, lr, batch_ess, seed, ck,
-                              optimizer, extra)
+                              optimizer, {"grad_samples": grad_samples, "tau": loop_tau or None})
             row[b] = _evaluate(ck, target, n, seed, lag, ck_eval)
             row[b]["refine"] = refine
             emit()
