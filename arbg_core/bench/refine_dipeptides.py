@@ -154,16 +154,17 @@ def _run_name(setup: dict, budget: str) -> str:
     return f"{name}_{budget}min"
 
 
-def _command(a: dict) -> str:
-    """The command line of a run() call's arguments `a` (its setup's record)."""
-    return (f"python -m arbg_core.bench.refine_dipeptides --sequences {a['sequences']} "
-            f"--minutes {a['minutes']} --objective {a['objective']} --optimizer {a['optimizer']} "
+def _command(setup: dict, sequences: str, minutes: str, reference_dir: str, name: str) -> str:
+    """The command line that measures `setup` (run()'s record of its settings)."""
+    a = setup
+    return (f"python -m arbg_core.bench.refine_dipeptides --sequences {sequences} "
+            f"--minutes {minutes} --objective {a['objective']} --optimizer {a['optimizer']} "
             f"--lr {a['lr']} --batch-ess {a['batch_ess']} --n {a['n']} --model {a['model']} "
             f"--termini {a['termini']}"
-            + (f" --reference-dir {a['reference_dir']}" if a["reference_dir"] else "")
+            + (f" --reference-dir {reference_dir}" if reference_dir else "")
             + (f" --grad-samples {a['grad_samples']}" if a["grad_samples"] else "")
-            + (f" --loop-tau {a['loop_tau']:g}" if a["loop_tau"] else "")
-            + f" --name {a['name']}")
+            + (f" --loop-tau {a['tau']:g}" if "tau" in a else "")
+            + f" --name {name}")
 
 
 def run(sequences: str = "AR,DY,FR,GT,HC", minutes: str = "10,30", model: str = "dipeptides",
@@ -189,16 +190,15 @@ def run(sequences: str = "AR,DY,FR,GT,HC", minutes: str = "10,30", model: str = 
     extra = {"grad_samples": grad_samples} | ({"tau": loop_tau} if loop_tau else {})
     setup = {"model": model, "termini": termini, "objective": objective, "optimizer": optimizer,
              "lr": lr, **extra, "batch_ess": batch_ess, "n": n, "seed": seed, "lag": lag,
-             "minutes": [float(b) for b in budgets],
-             "command": _command(locals())}
+             "minutes": [float(b) for b in budgets]}
 
     seqs = [s.strip() for s in sequences.split(",") if s.strip()]
     kept = _kept_rows(Path(out_dir) / f"{name}.json", setup, seqs) if keep else []
 
     def emit() -> dict:
         every = kept + rows
-        setup["command"] = setup["command"].replace(
-            f"--sequences {sequences}", "--sequences " + ",".join(r["sequence"] for r in every))
+        setup["command"] = _command(setup, ",".join(r["sequence"] for r in every) or sequences,
+                                    minutes, reference_dir, name)
         result = {**setup, "rows": every, "mean": _means(every, budgets),
                   "wall_s": time.perf_counter() - t0}
         write(out_dir, name, result)
